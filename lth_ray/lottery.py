@@ -1,0 +1,268 @@
+"""One lottery-ticket trial as a sequence of resumable rounds (no Ray, no MLflow).
+
+Round 0 trains the dense net from theta_0. Every later round scores the active weights with the
+criterion, prunes (iterative: from the last retrained net; one-shot: from the dense net straight to the
+iterative schedule's level), rewinds the survivors (theta_0, a late-rewind point, or a fresh init for the
+reinit control) and retrains under the mask.
+
+Everything random is derived from (seed, purpose, round), so a trial restored from the checkpoint of
+round k computes exactly what an uninterrupted one would have: the checkpoint holds masks, the weights
+the next round scores, the rewind point and the history, and theta_0 is rebuilt from the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lth_ray.config import TrialConfig, parse_rewind, parse_steps
+from lth_ray.data import DataSplits
+from lth_ray.models import build_model, init_weights, weight_layers
+from lth_ray.pruning import (
+    CRITERIA,
+    Masks,
+    ScoreContext,
+    apply_masks,
+    dense_masks,
+    layer_fractions,
+    prune,
+    prune_to,
+    prunable_names,
+    schedule_remaining,
+    sparsity_report,
+)
+from lth_ray.train import StateDict, StepFactory, TrainResult, clone_state, evaluate, resolve_device, train
+
+CHECKPOINT_VERSION = 1
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any tuple of plain values (same on every machine and Python)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(*parts: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def _cpu(state: StateDict | None) -> StateDict | None:
+    return None if state is None else {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+@dataclass
+class TrialState:
+    """What a trial needs to continue after `rounds_done` rounds (kept on the CPU)."""
+
+    rounds_done: int = 0
+    masks: Masks = field(default_factory=dict)
+    score_best: StateDict | None = None  # weights the next round's criterion scores
+    score_final: StateDict | None = None
+    rewind: StateDict | None = None  # late-rewind weights captured in round 0
+    last_final: StateDict | None = None  # the last round's trained ticket (final weights)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per round
+    curves: list[list[dict[str, float]]] = field(default_factory=list)  # per round, per epoch
+
+
+class LotteryTrial:
+    """Runs the rounds of one TrialConfig; `on_round` after each finished round gets the record."""
+
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        data: DataSplits,
+        device: torch.device | str | None = None,
+        step_factory: StepFactory | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.data = data.to(self.device)
+        self.step_factory = step_factory
+        self.model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed).to(self.device)
+        self.theta0 = clone_state(self.model)
+        self.layers = {layer.name: layer for layer in weight_layers(self.model)}
+        self.names = prunable_names(self.model, cfg.prune.exclude)
+        if not self.names:
+            raise ValueError(f"prune.exclude {cfg.prune.exclude} leaves no prunable layer")
+        p = cfg.prune
+        self.fraction: float | dict[str, float] = (
+            layer_fractions(self.model, self.names, p.fraction, p.layer_fractions) if p.scope == "layerwise" else p.fraction
+        )
+        self.rewind_point = parse_rewind(p.rewind)
+        self.state = TrialState(masks={k: v.cpu() for k, v in dense_masks(self.model).items()})
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def rounds_total(self) -> int:
+        return self.cfg.prune.rounds + 1
+
+    @property
+    def done(self) -> bool:
+        return self.state.rounds_done >= self.rounds_total
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A plain dict for torch.save: enough to continue at the next round."""
+        s = self.state
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "theta0_checksum": self._checksum(self.theta0),
+            "rounds_done": s.rounds_done,
+            "masks": s.masks,
+            "score_best": s.score_best,
+            "score_final": s.score_final,
+            "rewind": s.rewind,
+            "last_final": s.last_final,
+            "history": s.history,
+            "curves": s.curves,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {ckpt.get('version')} != {CHECKPOINT_VERSION}")
+        if ckpt["config"] != self.cfg.to_dict():
+            raise ValueError("checkpoint belongs to a different trial configuration")
+        if abs(ckpt["theta0_checksum"] - self._checksum(self.theta0)) > 1e-6 * max(1.0, abs(ckpt["theta0_checksum"])):
+            raise ValueError("theta_0 rebuilt from the seed differs from the checkpoint's")
+        self.state = TrialState(
+            rounds_done=ckpt["rounds_done"],
+            masks=ckpt["masks"],
+            score_best=ckpt["score_best"],
+            score_final=ckpt["score_final"],
+            rewind=ckpt["rewind"],
+            last_final=ckpt["last_final"],
+            history=list(ckpt["history"]),
+            curves=list(ckpt["curves"]),
+        )
+
+    @staticmethod
+    def _checksum(state: StateDict) -> float:
+        return float(sum(v.double().abs().sum().item() for v in state.values()))
+
+    # -- the procedure ---------------------------------------------------------------------------
+    def run(self, on_round: Callable[[dict[str, Any], LotteryTrial], None] | None = None) -> list[dict[str, Any]]:
+        while not self.done:
+            record = self.run_round()
+            if on_round is not None:
+                on_round(record, self)
+        return self.state.history
+
+    def run_round(self) -> dict[str, Any]:
+        s, cfg = self.state, self.cfg
+        r = s.rounds_done
+        skipped, pruned = False, 0
+        if r > 0:
+            new_masks = self._next_masks(r)
+            if new_masks is None:
+                skipped = True
+            else:
+                s.masks, pruned = new_masks
+
+        steps = parse_steps(cfg.train.initial if r == 0 else cfg.train.retrain)
+        ticket = self._train_branch(r, "ticket", steps)
+        reported = ticket
+        ticket_acc = None
+        if cfg.prune.control == "reinit" and r > 0:
+            ticket_acc = self._test(ticket.best)[1]
+            reported = self._train_branch(r, "reinit", steps)
+
+        if r == 0:
+            s.rewind = _cpu(ticket.rewind)
+        if r == 0 or cfg.prune.schedule == "iterative":
+            s.score_best, s.score_final = _cpu(ticket.best), _cpu(ticket.final)
+        s.last_final = _cpu(reported.final)
+
+        record = self._record(r, reported, skipped, pruned)
+        if ticket_acc is not None:
+            record["ticket_test_acc"] = ticket_acc
+        s.history.append(record)
+        s.curves.append([vars(e).copy() for e in reported.curve])
+        s.rounds_done = r + 1
+        return record
+
+    def _next_masks(self, r: int) -> tuple[Masks, int] | None:
+        s, p = self.state, self.cfg.prune
+        ctx = ScoreContext(
+            init={n: self.theta0[n].cpu() for n in self.names},
+            best={n: s.score_best[n] for n in self.names},
+            final={n: s.score_final[n] for n in self.names},
+            masks=s.masks,
+            generator=generator(self.cfg.seed, "criterion", r),
+        )
+        scores = CRITERIA.get(p.criterion)(ctx, self.names)
+        if scores is None:
+            return None
+        if p.schedule == "iterative":
+            return prune(scores, s.masks, self.names, self.fraction, p.scope)
+        dense = {k: torch.ones_like(v) for k, v in s.masks.items()}
+        ctx.masks = dense
+        active = (
+            sum(int(dense[n].sum()) for n in self.names)
+            if p.scope == "global"
+            else {n: int(dense[n].sum()) for n in self.names}
+        )
+        plan = schedule_remaining(active, self.fraction, p.rounds, p.scope)
+        return prune_to(scores, dense, self.names, plan[r - 1], p.scope)
+
+    def _start_weights(self, r: int, branch: str) -> StateDict:
+        if branch == "reinit":
+            fresh = build_model(self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed)
+            init_weights(fresh, self.cfg.model.init, torch.Generator().manual_seed(self.cfg.seed + self.cfg.prune.reinit_seed_offset + r))
+            return fresh.state_dict()
+        if r > 0 and self.rewind_point is not None:
+            return self.state.rewind
+        return self.theta0
+
+    def _train_branch(self, r: int, branch: str, steps: tuple[int, str]) -> TrainResult:
+        self.model.load_state_dict(self._start_weights(r, branch))
+        masks = {k: v.to(self.device) for k, v in self.state.masks.items()}
+        apply_masks(self.model, masks)
+        return train(
+            self.model,
+            masks,
+            self.data,
+            self.cfg.train,
+            steps,
+            generator(self.cfg.seed, "data", r, branch),
+            rewind_at=self.rewind_point if r == 0 else None,
+            step_factory=self.step_factory,
+        )
+
+    def _test(self, weights: StateDict) -> tuple[float, float]:
+        self.model.load_state_dict(weights)
+        return evaluate(self.model, self.data.test_x, self.data.test_y, self.cfg.train, self.device)
+
+    def _record(self, r: int, result: TrainResult, skipped: bool, pruned: int) -> dict[str, Any]:
+        test_loss_final, test_acc_final = self._test(result.final)
+        test_loss, test_acc = self._test(result.best)
+        masks = {k: v.to(self.device) for k, v in self.state.masks.items()}
+        rep = sparsity_report(self.model, masks, self.names, self.data.input_shape)
+        record: dict[str, Any] = {
+            "round": r,
+            "sparsity": rep.sparsity,
+            "weights_remaining": rep.weights_remaining,
+            "sparsity_all": rep.sparsity_all,
+            "active_weights": rep.active_weights,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "test_acc_final": test_acc_final,
+            "test_loss_final": test_loss_final,
+            "val_loss_best": result.best_val_loss,
+            "val_acc_best": result.best_val_acc,
+            "best_epoch": result.best_epoch,
+            "best_iteration": result.best_iteration,
+            "epochs": len(result.curve),
+            "skipped": int(skipped),
+            "pruned": pruned,
+            "train_seconds": result.seconds,
+            "images_per_s": result.images_per_s,
+            "compression_ratio": rep.compression_ratio,
+            "flops_reduction": rep.flops_reduction,
+        }
+        for name, value in rep.per_layer.items():
+            record[f"sparsity/{name}"] = value
+        return record

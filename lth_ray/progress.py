@@ -1,0 +1,95 @@
+"""Console progress of a sweep: one line per finished round with overall trials/rounds, elapsed, ETA.
+
+Replaces Ray Tune's own (very long) status tables. Also a watchdog: trials that wait for a GPU the
+cluster does not have would stay PENDING forever, so the sweep stops with a clear message instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+
+def hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class NoResourcesError(RuntimeError):
+    """Trials cannot start: the cluster lacks what they ask for."""
+
+
+class SweepProgress(tune.Callback):
+    def __init__(
+        self,
+        n_trials: int,
+        rounds_per_trial: dict[str, int],
+        pending_timeout_s: float = 300.0,
+        has_resources: Callable[[], bool] | None = None,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.n_trials = n_trials
+        self.rounds_per_trial = rounds_per_trial  # trial name -> rounds a complete trial runs
+        self.total_rounds = sum(rounds_per_trial.values())
+        self.pending_timeout_s = pending_timeout_s
+        self.has_resources = has_resources
+        self.write = write or (lambda line: print(line, file=sys.stdout, flush=True))
+        self.start = time.monotonic()
+        self.rounds_done: dict[str, int] = {}
+        self.rounds_at_start: dict[str, int] = {}
+        self.finished: set[str] = set()
+        self.failed: set[str] = set()
+        self.idle_since: float | None = None
+
+    def _prefix(self) -> str:
+        done = sum(self.rounds_done.values())
+        elapsed = time.monotonic() - self.start
+        new = done - sum(self.rounds_at_start.values())
+        eta = "?" if new <= 0 else hms(elapsed / new * (self.total_rounds - done))
+        return f"[{len(self.finished):3d}/{self.n_trials} trials | {done:4d}/{self.total_rounds} rounds | {hms(elapsed)} elapsed | ETA {eta}]"
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        name = str(trial)
+        rounds = int(result.get("rounds_done", 0))
+        if name not in self.rounds_at_start:
+            self.rounds_at_start[name] = rounds - 1  # restored trials have rounds from earlier runs
+        self.rounds_done[name] = rounds
+        total = self.rounds_per_trial.get(name, rounds)
+        if rounds >= total:
+            self.finished.add(name)
+        skip = " (skipped)" if result.get("skipped") else ""
+        self.write(
+            f"{self._prefix()} {name} round {int(result.get('round', rounds - 1))}/{total - 1}: "
+            f"remaining {result.get('weights_remaining', float('nan')):.1f}%, "
+            f"test acc {100 * result.get('test_acc', float('nan')):.2f}%, "
+            f"best epoch {int(result.get('best_epoch', 0))}{skip}"
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished.add(str(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.failed.add(str(trial))
+        self.write(f"{self._prefix()} {trial} failed (attempt ended with an error; see {trial.local_path})")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.has_resources is None:
+            return
+        running = [t for t in trials if t.status == "RUNNING"]
+        pending = [t for t in trials if t.status == "PENDING"]
+        if running or not pending:
+            self.idle_since = None
+            return
+        now = time.monotonic()
+        self.idle_since = self.idle_since or now
+        if now - self.idle_since > self.pending_timeout_s and not self.has_resources():
+            raise NoResourcesError(
+                f"{len(pending)} trials waited {self.pending_timeout_s:.0f} s for resources the cluster "
+                "does not have (a GPU?). Set resources.gpu: 0, or resources.gpu_fallback: cpu, or add GPU nodes."
+            )

@@ -1,0 +1,51 @@
+"""Names shared by the tracking writer (sweep/trainable) and the report reader.
+
+One MLflow experiment per ablation; one parent run per sweep; one nested child run per trial.
+Child metrics are logged with step = pruning round (0 = dense). Accuracies are fractions in [0, 1],
+`sparsity` is the fraction of prunable weights that are zero, `weights_remaining` is a percentage.
+"""
+
+# Tags on every run of lth_ray.
+TAG_ROLE = "lth_ray.role"  # "sweep" on the parent, "trial" on children
+TAG_SWEEP = "lth_ray.sweep"  # sweep id, on parent and children
+TAG_ABLATION = "lth_ray.ablation"  # ablation name
+TAG_TRIAL = "lth_ray.trial"  # trial key, e.g. "stability-s0-p0.1-iterative-none"
+TAG_ROUNDS_TOTAL = "lth_ray.rounds_total"  # rounds a complete trial logs (prune.rounds + 1)
+TAG_NUM_CLASSES = "lth_ray.num_classes"  # for the chance level
+TAG_ROUNDS_DONE = "lth_ray.rounds_done"  # rounds finished so far (updated after every round)
+MLFLOW_PARENT = "mlflow.parentRunId"
+
+# Tags naming the trial's place in the grid (plain names so the MLflow UI can filter by them).
+TAG_CRITERION = "criterion"
+TAG_SEED = "seed"
+TAG_PRUNE_RATE = "prune_rate"
+TAG_SCHEDULE = "schedule"
+TAG_CONTROL = "control"
+GRID_TAGS = (TAG_CRITERION, TAG_SEED, TAG_PRUNE_RATE, TAG_SCHEDULE, TAG_CONTROL)
+
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+
+# Per-round metrics (step = round).
+ROUND_METRICS = (
+    "sparsity",  # fraction of prunable weights that are zero
+    "weights_remaining",  # percent of prunable weights left
+    "sparsity_all",  # fraction of all parameters (biases and excluded layers included) that are zero
+    "test_acc",  # test accuracy of the best-validation (early-stop) weights
+    "test_loss",
+    "test_acc_final",  # test accuracy of the last epoch's weights
+    "test_loss_final",
+    "val_loss_best",  # minimum validation loss of the round
+    "val_acc_best",  # validation accuracy at that epoch
+    "best_epoch",  # 1-based epoch of minimum validation loss (early-stop epoch)
+    "skipped",  # 1 when the criterion pruned nothing this round (stability: best == final)
+    "pruned",  # weights removed this round
+    "train_seconds",
+    "images_per_s",
+    "compression_ratio",  # all parameters / non-zero parameters
+    "flops_reduction",  # dense FLOPs / FLOPs of the non-zero weights
+)
+# Per-epoch curves: step = epoch counted across the whole trial (round 0's epochs first).
+EPOCH_METRICS = ("epoch_train_loss", "epoch_val_loss", "epoch_val_acc")
+# Whole-trial metrics (no step): energy where NVML can read the GPU's power.
+ENERGY_METRIC = "energy_wh"

@@ -1,0 +1,287 @@
+"""`python -m lth_ray.sweep ABLATION.yaml`: the whole ablation on Ray Tune, recorded in MLflow.
+
+The ablation is validated and expanded before Ray starts; the driver prepares MLflow (store,
+experiment, parent run) so trials only write their own child runs; Tune runs one trial per grid
+point with per-round checkpoints (a killed trial resumes at its next round); `--resume` restores an
+interrupted sweep and runs only what is unfinished; at the end the report is written and attached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/TensorBoard files
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
+
+from lth_ray.config import AblationSpec, ConfigError, TrialConfig, expand_trials, load_ablation, trial_key  # noqa: E402
+from lth_ray.tracking import (  # noqa: E402
+    SweepContext,
+    find_sweep,
+    new_sweep_id,
+    prepare_sweep,
+    resolve_tracking_uri,
+    set_sweep_status,
+)
+
+log = logging.getLogger("lth_ray.sweep")
+EXIT_OK, EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 2, 1, 130
+FORWARDED_ENV = ("LTH_RAY_FAULT", "LTH_RAY_FAULT_MARKER")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m lth_ray.sweep", description=__doc__.splitlines()[0])
+    ap.add_argument("ablation", help="ablation YAML file (see ablations/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. prune.rounds=5")
+    ap.add_argument("--data-root", help="folder (or archive) holding the dataset; sets dataset.root")
+    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    ap.add_argument("--storage", default="ray_results", help="Tune results/checkpoints: a folder or s3://bucket/path")
+    ap.add_argument("--address", help="Ray cluster to join ('auto' or host:port; default RAY_ADDRESS or a local Ray)")
+    ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    ap.add_argument("--max-concurrent", type=int, help="cap on trials running at once (overrides tune.max_concurrent)")
+    ap.add_argument("--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep")
+    ap.add_argument("--sweep-id", help="with --resume: which sweep; otherwise: name the new sweep")
+    ap.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    ap.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    ap.add_argument("--pending-timeout", type=float, default=300.0, help="seconds trials may wait for missing resources")
+    return ap.parse_args(argv)
+
+
+def load_spec(args: argparse.Namespace) -> AblationSpec:
+    sets = list(args.set)
+    if args.data_root:
+        sets.append(f"dataset.root={args.data_root}")
+    if args.max_concurrent is not None:
+        sets.append(f"tune.max_concurrent={args.max_concurrent}")
+    return load_ablation(args.ablation, sets)
+
+
+def trial_table(trials: list[TrialConfig]) -> str:
+    """The dry-run table: only the fields that vary between trials."""
+    fields = {
+        "criterion": lambda t: t.prune.criterion,
+        "seed": lambda t: str(t.seed),
+        "prune_rate": lambda t: f"{t.prune.fraction:g}",
+        "schedule": lambda t: t.prune.schedule,
+        "control": lambda t: t.prune.control,
+    }
+    varying = [k for k, f in fields.items() if len({f(t) for t in trials}) > 1] or ["criterion"]
+    rows = [["#", *varying]] + [[str(i), *(fields[k](t) for k in varying)] for i, t in enumerate(trials)]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+
+
+def absolutize(trial: TrialConfig) -> TrialConfig:
+    """Trials run in Ray workers with other working folders: make data paths absolute."""
+    t = dataclasses.replace(trial, dataset=dataclasses.replace(trial.dataset))
+    t.dataset.root = str(Path(t.dataset.root).expanduser().resolve())
+    if t.dataset.cache_dir:
+        t.dataset.cache_dir = str(Path(t.dataset.cache_dir).expanduser().resolve())
+    return t
+
+
+def storage_root(storage: str, ablation: str) -> str:
+    if "://" in storage:
+        return storage.rstrip("/") + "/" + ablation
+    return str(Path(storage).expanduser().resolve() / ablation)
+
+
+def check_data(spec: AblationSpec) -> None:
+    """Decode (and cache) the dataset once in the driver: missing files fail here, and trials hit the cache."""
+    from lth_ray.data import load_raw
+
+    load_raw(absolutize(spec.base_trial()).dataset)
+
+
+def init_ray(args: argparse.Namespace) -> bool:
+    """Join a cluster (--address / RAY_ADDRESS) or start a quiet local Ray. Returns True when local."""
+    import ray
+
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    kwargs: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "runtime_env": {"env_vars": env} if env else None,
+    }
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+        return False
+    if os.environ.get("LTH_RAY_TMPDIR"):
+        kwargs["_temp_dir"] = os.environ["LTH_RAY_TMPDIR"]
+    if os.environ.get("LTH_RAY_NODE_IP"):
+        kwargs["_node_ip_address"] = os.environ["LTH_RAY_NODE_IP"]
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, **kwargs)
+    return True
+
+
+def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
+    """GPUs per trial; CPU fallback (or a clear error) when no GPU is visible on a local Ray."""
+    import ray
+
+    gpu = spec.resources.gpu
+    if gpu <= 0 or ray.cluster_resources().get("GPU", 0) > 0 or not local:
+        return gpu, None
+    if spec.resources.gpu_fallback == "cpu":
+        return 0.0, f"no GPU visible: running the trials on CPU (resources.gpu {gpu} ignored)"
+    raise ConfigError(None, "resources.gpu", f"asks for {gpu} GPU per trial but this Ray has no GPU (gpu_fallback: error)")
+
+
+def run_report(ctx: SweepContext) -> None:
+    try:
+        from lth_ray.report import build_report
+    except ImportError as e:  # pragma: no cover - the report module ships with the package
+        print(f"report skipped: {e}")
+        return
+    try:
+        report = build_report(ctx.tracking_uri, experiment=ctx.ablation, sweep=ctx.sweep_id)
+    except Exception as e:  # the sweep's results are safe in MLflow either way
+        print(f"report failed ({type(e).__name__}: {e}); rerun: python -m lth_ray.report --sweep {ctx.sweep_id}")
+        return
+    from mlflow import MlflowClient
+
+    MlflowClient(ctx.tracking_uri).log_artifacts(ctx.parent_run_id, str(report.out_dir), "report")
+    print(f"report: {report.out_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_spec(args)
+        trials = [absolutize(t) for t in expand_trials(spec)]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.dry_run:
+        print(f"{spec.name}: {len(trials)} trials, {sum(t.prune.rounds + 1 for t in trials)} rounds")
+        print(trial_table(trials))
+        return EXIT_OK
+
+    from lth_ray.data import DatasetError
+
+    try:
+        check_data(spec)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    if args.resume:
+        ctx = find_sweep(tracking_uri, spec.name, args.sweep_id)
+        if ctx is None:
+            print(f"error: no sweep of '{spec.name}' to resume in {tracking_uri}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        sweep_id = args.sweep_id or new_sweep_id()
+        ctx = prepare_sweep(tracking_uri, spec.name, sweep_id, spec.description, spec.to_dict(), len(trials))
+    print(f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})")
+
+    import ray
+    from ray import tune
+
+    from lth_ray.progress import NoResourcesError, SweepProgress
+    from lth_ray.trainable import lottery_trainable
+
+    local = init_ray(args)
+    try:
+        gpu, note = resolve_gpu(spec, local)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        ray.shutdown()
+        return EXIT_CONFIG
+    if note:
+        print(note)
+    resources = {"cpu": spec.resources.cpu, "gpu": gpu}
+    trainable = tune.with_resources(lottery_trainable, resources)
+    exp_path = f"{storage_root(args.storage, spec.name)}/{ctx.sweep_id}"
+    progress = SweepProgress(
+        n_trials=len(trials),
+        rounds_per_trial={trial_key(t): t.prune.rounds + 1 for t in trials},
+        pending_timeout_s=args.pending_timeout,
+        has_resources=lambda: not (gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0),
+    )
+    threads = max(1, int(spec.resources.cpu))
+    run_config = tune.RunConfig(
+        name=ctx.sweep_id,
+        storage_path=storage_root(args.storage, spec.name),
+        failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=0,
+        callbacks=[progress],
+    )
+    if args.resume:
+        if not tune.Tuner.can_restore(exp_path):
+            print(f"error: no Tune state to resume at {exp_path} (is --storage the same as before?)", file=sys.stderr)
+            ray.shutdown()
+            return EXIT_CONFIG
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+        try:  # Tuner.restore keeps the old run config; put our progress callback back in
+            tuner._local_tuner._run_config.callbacks = [progress]
+        except AttributeError:
+            pass
+        set_sweep_status(ctx, "RUNNING")
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "trial": tune.grid_search([t.to_dict() for t in trials]),
+                "ctx": ctx.to_dict(),
+                "threads": threads,
+            },
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.tune.max_concurrent or None,
+                reuse_actors=spec.tune.reuse_actors,
+                trial_name_creator=lambda t: trial_key(TrialConfig.from_dict(t.config["trial"])),
+                trial_dirname_creator=lambda t: trial_key(TrialConfig.from_dict(t.config["trial"])),
+            ),
+            run_config=run_config,
+        )
+
+    t0 = time.monotonic()
+    interrupted = False
+    try:
+        results = tuner.fit()
+    except NoResourcesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "no_resources"})
+        ray.shutdown()
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        interrupted, results = True, None
+
+    complete = 0
+    if results is not None:
+        for r in results:
+            m = r.metrics or {}
+            complete += int(r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2))
+    unfinished = len(trials) - complete
+    elapsed = time.monotonic() - t0
+    print(f"{complete}/{len(trials)} trials complete in {elapsed:.1f} s")
+    ray.shutdown()
+    if unfinished or interrupted:
+        set_sweep_status(ctx, "KILLED", **{"lth_ray.state": "incomplete"})
+        print(
+            f"{unfinished} trials unfinished. Resume with:\n  python -m lth_ray.sweep {args.ablation} --resume "
+            f"--sweep-id {ctx.sweep_id} --storage {args.storage}"
+            + (f" --tracking-uri {tracking_uri}" if args.tracking_uri else ""),
+            file=sys.stderr,
+        )
+        if not args.no_report:
+            run_report(ctx)
+        return EXIT_INTERRUPTED if interrupted else EXIT_INCOMPLETE
+    set_sweep_status(ctx, "FINISHED", **{"lth_ray.state": "complete"})
+    if not args.no_report:
+        run_report(ctx)
+    print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Masked training and evaluation of one network: the inner loop of every pruning round.
+
+Pruned weights stay exactly zero: their gradients are masked before the optimizer step (so Adam's
+moments never see them) and the weights are multiplied by the mask after it. Each epoch ends with a
+validation pass; the weights at minimum validation loss ("best", the early-stop point), at the last
+epoch ("final") and, when asked, at a rewind point are kept. No Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth_ray.config import TrainSpec
+from lth_ray.data import DataSplits
+from lth_ray.pruning import Masks
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    iteration: int  # optimizer steps done at the end of this epoch
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+
+
+@dataclass
+class TrainResult:
+    best: StateDict  # weights at minimum validation loss (earliest epoch on ties)
+    final: StateDict  # weights after the last step
+    rewind: StateDict | None  # weights at the requested rewind point, if any
+    best_epoch: int  # 1-based epoch of minimum validation loss
+    best_iteration: int
+    best_val_loss: float
+    best_val_acc: float
+    curve: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the training steps (validation excluded)
+    images: int = 0  # training images processed
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when visible, else cpu; 'cuda' without a GPU is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def set_precision(spec: TrainSpec, device: torch.device) -> None:
+    """TF32 is a global switch of the CUDA matmul/conv kernels; set it explicitly either way."""
+    if device.type == "cuda":
+        tf32 = spec.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    if spec.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay
+        )
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+
+
+def clone_state(model: nn.Module) -> StateDict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: TrainSpec, device: torch.device
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y), in large batches; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), spec.eval_batch_size):
+        xb, yb = x[i : i + spec.eval_batch_size], y[i : i + spec.eval_batch_size]
+        with autocast(spec, device):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def steps_to_iterations(steps: tuple[int, str], batches_per_epoch: int) -> int:
+    n, unit = steps
+    return n * batches_per_epoch if unit == "ep" else n
+
+
+def batches_per_epoch(n_train: int, spec: TrainSpec) -> int:
+    if spec.drop_last:
+        return max(n_train // spec.batch_size, 1)
+    return math.ceil(n_train / spec.batch_size)
+
+
+StepFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+
+def plain_step(
+    model: nn.Module, masks: Masks, optimizer: torch.optim.Optimizer, spec: TrainSpec, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The reference step: forward, loss, backward, masked grads, optimizer step, mask multiply.
+
+    Returns the summed loss and the number of correct predictions as a 2-vector (no host sync).
+    """
+    params = dict(model.named_parameters())
+    masked = [(params[name], m.to(device=device, dtype=params[name].dtype)) for name, m in masks.items() if not bool(m.all())]
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        with autocast(spec, device):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for p, m in masked:
+            if p.grad is not None:
+                p.grad.mul_(m)
+        optimizer.step()
+        with torch.no_grad():
+            for p, m in masked:
+                p.mul_(m)
+        return torch.stack([loss.detach() * len(yb), (logits.detach().argmax(1) == yb).sum().to(loss.dtype)])
+
+    return step
+
+
+def train(
+    model: nn.Module,
+    masks: Masks,
+    data: DataSplits,
+    spec: TrainSpec,
+    steps: tuple[int, str],
+    generator: torch.Generator,
+    rewind_at: tuple[int, str] | None = None,
+    step_factory: StepFactory | None = None,
+) -> TrainResult:
+    """Train `model` in place under `masks` for `steps` ('ep' or 'it'); data order from `generator`."""
+    device = next(model.parameters()).device
+    set_precision(spec, device)
+    model.train()
+    optimizer = make_optimizer(model.parameters(), spec)
+    step = (step_factory or plain_step)(model, masks, optimizer, spec, device)
+
+    n = len(data.train_x)
+    per_epoch = batches_per_epoch(n, spec)
+    total_iters = steps_to_iterations(steps, per_epoch)
+    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
+    rewind = clone_state(model) if rewind_iter == 0 else None
+
+    best: StateDict | None = None
+    best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
+    curve: list[EpochStats] = []
+    seconds, images, it, epoch = 0.0, 0, 0, 0
+    while it < total_iters:
+        epoch += 1
+        perm = torch.randperm(n, generator=generator).to(device)
+        sums = torch.zeros(2, device=device)
+        seen = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for b in range(per_epoch):
+            if it >= total_iters:
+                break
+            idx = perm[b * spec.batch_size : (b + 1) * spec.batch_size]
+            sums += step(data.train_x[idx], data.train_y[idx])
+            seen += len(idx)
+            it += 1
+            if rewind_iter is not None and it == rewind_iter:
+                rewind = clone_state(model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - t0
+        images += seen
+        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
+        train_loss, train_correct = (sums / max(seen, 1)).tolist()
+        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
+        if val_loss < best_loss:
+            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
+            best = clone_state(model)
+    final = clone_state(model)
+    return TrainResult(
+        best=best if best is not None else final,
+        final=final,
+        rewind=rewind,
+        best_epoch=best_epoch,
+        best_iteration=best_iter,
+        best_val_loss=best_loss,
+        best_val_acc=best_acc,
+        curve=curve,
+        seconds=seconds,
+        images=images,
+    )

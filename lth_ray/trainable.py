@@ -1,0 +1,104 @@
+"""The Ray Tune trainable: glue between one LotteryTrial, Tune checkpoints and the trial's MLflow run.
+
+After every finished round it logs the round to MLflow and reports to Tune with a checkpoint holding
+the trial state and the child run id; a retried trial restores both and continues at the next round.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from lth_ray.artifacts import save_round, write_rounds_csv, write_trial_json
+from lth_ray.config import TrialConfig, trial_key
+from lth_ray.data import load_dataset
+from lth_ray.energy import EnergyMeter
+from lth_ray.lottery import LotteryTrial
+from lth_ray.tracking import SweepContext, TrialRun
+
+STATE_FILE = "trial_state.pt"
+FAULT_ENV = "LTH_RAY_FAULT"  # "<trial key>@<round>": die (os._exit) when that round starts ...
+FAULT_MARKER_ENV = "LTH_RAY_FAULT_MARKER"  # ... once: the marker file records that it happened
+
+
+def maybe_inject_fault(key: str, round_index: int) -> None:
+    """Test hook: simulate a killed worker process at the start of a given round, on the first attempt."""
+    spec = os.environ.get(FAULT_ENV)
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if not spec or not marker:
+        return
+    target, _, at = spec.rpartition("@")
+    if target == key and int(at) == round_index and not Path(marker).exists():
+        Path(marker).write_text(f"{key} killed at round {round_index}\n")
+        os._exit(17)
+
+
+def report_metrics(record: dict[str, Any], trial: LotteryTrial) -> dict[str, Any]:
+    metrics = {k: v for k, v in record.items() if isinstance(v, int | float) and "/" not in k}
+    metrics["rounds_done"] = trial.state.rounds_done
+    metrics["rounds_total"] = trial.rounds_total
+    return metrics
+
+
+def lottery_trainable(config: dict[str, Any]) -> None:
+    torch.set_num_threads(int(config.get("threads", 1)))
+    cfg = TrialConfig.from_dict(config["trial"])
+    ctx = SweepContext(**config["ctx"])
+    key = trial_key(cfg)
+    data = load_dataset(cfg.dataset)
+    trial = LotteryTrial(cfg, data)
+
+    run_id, energy_before = None, 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        trial.restore(saved["trial"])
+        run_id, energy_before = saved["mlflow_run_id"], saved.get("energy_wh", 0.0)
+
+    run = TrialRun(ctx, cfg, data.num_classes, run_id)
+    run.start_system_metrics()
+    meter = EnergyMeter()
+    # Rounds already checkpointed but missing in MLflow (died between the two writes) are logged now.
+    epochs_before = 0
+    for record, curve in zip(trial.state.history, trial.state.curves):
+        run.log_round(record, curve, epochs_before)
+        epochs_before += len(curve)
+
+    try:
+        while not trial.done:
+            maybe_inject_fault(key, trial.state.rounds_done)
+            t0 = time.perf_counter()
+            record = trial.run_round()
+            record["round_seconds"] = time.perf_counter() - t0
+            curve = trial.state.curves[-1]
+            run.log_round(record, curve, epochs_before)
+            epochs_before += len(curve)
+            with tempfile.TemporaryDirectory() as folder:
+                masks = {k: v.cpu() for k, v in trial.state.masks.items()}
+                torch.save(masks, Path(folder) / f"round_{record['round']:02d}.pt")
+                run.log_artifacts(folder, "masks")
+            energy = energy_before + (meter.wh() or 0.0)
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(
+                    {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy},
+                    Path(folder) / STATE_FILE,
+                )
+                tune.report(report_metrics(record, trial), checkpoint=tune.Checkpoint.from_directory(folder))
+        if meter.available:
+            run.log_metric("energy_wh", energy_before + (meter.wh() or 0.0))
+        with tempfile.TemporaryDirectory() as folder:
+            write_rounds_csv(trial.state.history, Path(folder) / "rounds.csv")
+            write_trial_json(Path(folder) / "trial.json", cfg.to_dict(), trial.state.history, trial.state.curves)
+            save_round(folder, trial.state.rounds_done - 1, trial.state.masks, trial.state.last_final)
+            run.log_artifacts(folder)
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")

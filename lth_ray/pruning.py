@@ -3,12 +3,13 @@
 A mask is a bool tensor per weight layer (keyed by `LayerInfo.name`); biases are never pruned. A
 criterion turns the weights it is given into KEEP-scores, and `prune` removes exactly
 `prune_count(active, fraction)` of the lowest-scored ACTIVE weights. Ties are broken by a stable
-order over (score, layer position in `names`, flat index), never by a threshold, so the count is
+order over (score, layer position in `names`, flat index), never by a bare threshold, so the count is
 exact even when many scores are equal (a quantile threshold would remove every tied weight).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,8 +125,7 @@ def large_init_large_final(ctx: ScoreContext, names: list[str]) -> Scores:
     if not names:
         return {}
     vi, vf = torch.cat(flat_i), torch.cat(flat_f)
-    ri = torch.searchsorted(torch.sort(vi).values, vi).double()
-    rf = torch.searchsorted(torch.sort(vf).values, vf).double()
+    ri, rf = _rank(vi), _rank(vf)
     combined = torch.minimum(ri, rf) + torch.maximum(ri, rf) / (vi.numel() + 1)
     scores = {}
     for n, part in zip(names, torch.split(combined, sizes)):
@@ -133,6 +133,18 @@ def large_init_large_final(ctx: ScoreContext, names: list[str]) -> Scores:
         s[ctx.masks[n]] = part
         scores[n] = s
     return scores
+
+
+def _rank(values: Tensor) -> Tensor:
+    """Per element, how many elements are strictly smaller (ties share the lowest rank)."""
+    sorted_vals, order = torch.sort(values)
+    pos = torch.arange(values.numel(), device=values.device)
+    new_run = torch.ones_like(sorted_vals, dtype=torch.bool)
+    new_run[1:] = sorted_vals[1:] != sorted_vals[:-1]
+    run_start = torch.cummax(torch.where(new_run, pos, torch.zeros_like(pos)), 0).values
+    ranks = torch.empty(values.numel(), dtype=torch.float64, device=values.device)
+    ranks[order] = run_start.double()
+    return ranks
 
 
 @CRITERIA.register("random")
@@ -193,8 +205,9 @@ def _per_layer(value: object, names: Sequence[str], what: str) -> dict[str, obje
 def _remove(scores: Scores, masks: Masks, groups: list[tuple[list[str], int]]) -> tuple[Masks, int]:
     """Remove the `k` lowest-scored active weights of each group of layers, ranked jointly.
 
-    A stable sort of the concatenated active scores (layers in group order, flat row-major order
-    inside a layer) realises the (score, layer position, flat index) tie-breaking exactly.
+    Equivalent to taking the first k of a stable sort of the concatenated active scores (layers in
+    group order, row-major inside a layer), i.e. (score, layer position, flat index) order, but in
+    O(n): everything below the k-th smallest score, then the earliest weights tied with it.
     """
     new = {n: m.clone(memory_format=torch.contiguous_format) for n, m in masks.items()}
     total = 0
@@ -203,17 +216,17 @@ def _remove(scores: Scores, masks: Masks, groups: list[tuple[list[str], int]]) -
             continue
         active_idx = [masks[n].reshape(-1).nonzero().squeeze(1) for n in group]
         vals = [scores[n].reshape(-1)[idx] for n, idx in zip(group, active_idx)]
-        flat = torch.cat([v.to(device=vals[0].device, dtype=torch.float64) for v in vals])
+        dtype = functools.reduce(torch.promote_types, [v.dtype for v in vals], torch.float32)
+        flat = torch.cat([v.to(device=vals[0].device, dtype=dtype) for v in vals])
         if torch.isnan(flat).any():
             raise ValueError(f"NaN scores among the active weights of {group} (diverged training?)")
-        order = torch.sort(flat, stable=True).indices[:k]
-        chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-        chosen[order] = True
-        for n, idx, sel in zip(
-            group, active_idx, torch.split(chosen, [len(i) for i in active_idx])
-        ):
-            flat_mask = new[n].view(-1)
-            flat_mask[idx[sel.to(idx.device)]] = False
+        threshold = torch.kthvalue(flat, k).values
+        chosen = flat < threshold
+        ties = (flat == threshold).nonzero().squeeze(1)
+        chosen[ties[: k - int(chosen.sum())]] = True
+        sizes = [len(i) for i in active_idx]
+        for n, idx, sel in zip(group, active_idx, torch.split(chosen, sizes)):
+            new[n].view(-1)[idx[sel.to(idx.device)]] = False
         total += k
     return new, total
 

@@ -152,6 +152,60 @@ def test_partial_ties_pruned_by_score_then_position():
     assert n == 3 and kept(new, "a") == [0, 2, 4]
 
 
+def _reference_prune(scores, masks, names, k):
+    """The spec's definition: first k of a stable sort over (score, layer position, flat index)."""
+    entries = [
+        (float(scores[n].reshape(-1)[i]), pos, i)
+        for pos, n in enumerate(names)
+        for i in masks[n].reshape(-1).nonzero().squeeze(1).tolist()
+    ]
+    return {(names[pos], i) for _, pos, i in sorted(entries)[:k]}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prune_matches_stable_sort_reference_with_heavy_ties(seed):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"a": (4, 5), "b": (13,), "c": (2, 3, 3)}
+    masks = {n: torch.rand(s, generator=gen) > 0.3 for n, s in shapes.items()}
+    # few distinct values (and -0.0 vs 0.0) so most scores are tied
+    scores = {n: torch.randint(-2, 3, s, generator=gen).float() * 0.5 for n, s in shapes.items()}
+    scores["b"][0] = -0.0
+    names = ["c", "a", "b"]
+    active = sum(int(masks[n].sum()) for n in names)
+    for fraction in (0.1, 0.37, 0.5, 0.9, 1.0):
+        new, n = prune(scores, masks, names, fraction, "global")
+        removed = {
+            (k, i)
+            for k in names
+            for i in (masks[k] & ~new[k]).reshape(-1).nonzero().squeeze(1).tolist()
+        }
+        assert n == len(removed) == prune_count(active, fraction)
+        assert removed == _reference_prune(scores, masks, names, n)
+
+
+def test_large_init_large_final_ranks_share_ties_and_span_layers():
+    init = {"a": torch.tensor([1.0, 1.0, 3.0]), "b": torch.tensor([2.0, 0.5])}
+    final = {"a": torch.tensor([3.0, 2.0, 1.0]), "b": torch.tensor([2.0, 2.0])}
+    c = ctx(init=init, final=final)
+    s = CRITERIA.get("large_init_large_final")(c, ["a", "b"])
+    # ranks over both layers: init ranks a=[1,1,4] b=[3,0]; final ranks a=[4,1,0] b=[1,1]
+    lo = {"a": [1, 1, 0], "b": [1, 0]}
+    hi = {"a": [4, 1, 4], "b": [3, 1]}
+    for n in ("a", "b"):
+        expected = (
+            torch.tensor(lo[n], dtype=torch.float64) + torch.tensor(hi[n], dtype=torch.float64) / 6
+        )
+        torch.testing.assert_close(s[n], expected)
+    masked = ctx(
+        init=init,
+        final=final,
+        masks={"a": torch.tensor([True, False, True]), "b": torch.ones(2, dtype=torch.bool)},
+    )
+    s2 = CRITERIA.get("large_init_large_final")(masked, ["a", "b"])
+    assert s2["a"][1] == -1  # inactive weights are not ranked
+    assert s2["a"][0] == 1 + 3 / 5  # init rank among active [1,3,2,.5] -> 1; final [3,1,2,2] -> 3
+
+
 def test_layerwise_counts_and_fraction_dict():
     gen = torch.Generator().manual_seed(0)
     masks = {

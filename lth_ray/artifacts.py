@@ -12,7 +12,15 @@ import torch
 from lth_ray.pruning import Masks
 from lth_ray.train import StateDict
 
-FIRST_COLUMNS = ["round", "sparsity", "weights_remaining", "test_acc", "test_loss", "best_epoch", "skipped"]
+FIRST_COLUMNS = [
+    "round",
+    "sparsity",
+    "weights_remaining",
+    "test_acc",
+    "test_loss",
+    "best_epoch",
+    "skipped",
+]
 
 
 def rounds_columns(history: list[dict[str, Any]]) -> list[str]:
@@ -33,7 +41,11 @@ def write_rounds_csv(history: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def write_trial_json(
-    path: str | Path, config: dict[str, Any], history: list[dict[str, Any]], curves: list[list[dict[str, float]]], **extra: Any
+    path: str | Path,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    curves: list[list[dict[str, float]]],
+    **extra: Any,
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +54,9 @@ def write_trial_json(
     return path
 
 
-def save_round(out_dir: str | Path, round_index: int, masks: Masks, final: StateDict | None) -> Path:
+def save_round(
+    out_dir: str | Path, round_index: int, masks: Masks, final: StateDict | None
+) -> Path:
     """Masks (bool) and the round's final weights, as torch files under round_XX/."""
     folder = Path(out_dir) / f"round_{round_index:02d}"
     folder.mkdir(parents=True, exist_ok=True)

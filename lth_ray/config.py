@@ -42,17 +42,29 @@ def doc(default: Any, text: str) -> Any:
 
 @dataclass
 class DatasetSpec:
-    name: str = doc("cifar10", "dataset registry key: cifar10 | image_folder | fashion_mnist | mnist | synthetic")
-    root: str = doc("data", "folder with the dataset files (for image_folder also a .tar.xz archive)")
+    name: str = doc(
+        "cifar10",
+        "dataset registry key: cifar10 | image_folder | fashion_mnist | mnist | synthetic",
+    )
+    root: str = doc(
+        "data", "folder with the dataset files (for image_folder also a .tar.xz archive)"
+    )
     download: bool = doc(False, "let torchvision download the dataset when it is missing")
-    val_size: int = doc(5000, "examples held out of the training set for validation / early stopping")
+    val_size: int = doc(
+        5000, "examples held out of the training set for validation / early stopping"
+    )
     split_seed: int = doc(0, "seed of the train/val split; independent of the model seed")
     scale: Literal["unit", "standardize"] = doc(
-        "unit", "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score"
+        "unit",
+        "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score",
     )
-    train_limit: int | None = doc(None, "keep only this many training examples after the split (quick runs)")
+    train_limit: int | None = doc(
+        None, "keep only this many training examples after the split (quick runs)"
+    )
     test_limit: int | None = doc(None, "keep only this many test examples (quick runs)")
-    cache_dir: str | None = doc(None, "where decoded tensors are cached (default: <root>/.lth_cache)")
+    cache_dir: str | None = doc(
+        None, "where decoded tensors are cached (default: <root>/.lth_cache)"
+    )
     synthetic_train: int = doc(1200, "synthetic only: number of train+val examples generated")
     synthetic_test: int = doc(400, "synthetic only: number of test examples generated")
     synthetic_shape: list[int] = doc([3, 16, 16], "synthetic only: image shape C,H,W")
@@ -62,7 +74,9 @@ class DatasetSpec:
 @dataclass
 class ModelSpec:
     arch: str = doc("conv4", "model registry key: conv2 | conv4 | conv6 | lenet300_100 | ...")
-    padding: Literal["same", "valid"] = doc("same", "conv padding: 'same' (Frankle & Carbin) or 'valid' (Keras default)")
+    padding: Literal["same", "valid"] = doc(
+        "same", "conv padding: 'same' (Frankle & Carbin) or 'valid' (Keras default)"
+    )
     init: Literal["glorot_uniform", "glorot_normal", "kaiming_normal", "kaiming_uniform"] = doc(
         "glorot_normal", "initialiser of weights (biases start at zero)"
     )
@@ -73,32 +87,61 @@ class ModelSpec:
 class TrainSpec:
     optimizer: Literal["adam", "sgd"] = doc("adam", "optimizer")
     lr: float = doc(3e-4, "learning rate")
-    eps: float = doc(1e-7, "Adam epsilon (1e-7 = Keras default, used by the study; torch's is 1e-8)")
+    eps: float = doc(
+        1e-7, "Adam epsilon (1e-7 = Keras default, used by the study; torch's is 1e-8)"
+    )
     betas: list[float] = doc([0.9, 0.999], "Adam betas")
     momentum: float = doc(0.9, "SGD momentum")
     weight_decay: float = doc(0.0, "L2 weight decay")
     batch_size: int = doc(60, "training batch size")
     eval_batch_size: int = doc(1000, "batch size for validation/test evaluation")
-    initial: str = doc("26ep", "training length of round 0 (dense): '<n>ep' epochs or '<n>it' iterations")
+    initial: str = doc(
+        "26ep", "training length of round 0 (dense): '<n>ep' epochs or '<n>it' iterations"
+    )
     retrain: str = doc("25ep", "training length of every later round: '<n>ep' or '<n>it'")
-    precision: Literal["fp32", "tf32", "bf16"] = doc("fp32", "arithmetic precision of training (bf16 = autocast, fp32 master weights)")
-    device: Literal["auto", "cpu", "cuda"] = doc("auto", "where to train: auto = cuda when visible, else cpu")
-    fast_path: Literal["auto", "off"] = doc("auto", "on CUDA, capture the training step in a CUDA graph (auto) or run eagerly (off)")
+    precision: Literal["fp32", "tf32", "bf16"] = doc(
+        "fp32", "arithmetic precision of training (bf16 = autocast, fp32 master weights)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = doc(
+        "auto", "where to train: auto = cuda when visible, else cpu"
+    )
+    fast_path: Literal["auto", "off"] = doc(
+        "auto", "on CUDA, capture the training step in a CUDA graph (auto) or run eagerly (off)"
+    )
     drop_last: bool = doc(False, "drop the last partial batch of an epoch (static shapes)")
 
 
 @dataclass
 class PruneSpec:
-    criterion: str = doc("magnitude", "criterion registry key: stability | magnitude | movement | large_init_large_final | random")
+    criterion: str = doc(
+        "magnitude",
+        "criterion registry key: stability | magnitude | movement | large_init_large_final | random",
+    )
     fraction: float = doc(0.2, "fraction of the active prunable weights removed per round")
-    scope: Literal["global", "layerwise"] = doc("global", "one threshold over all prunable layers, or one per layer")
-    layer_fractions: dict[str, float] = doc({}, "layerwise only: fraction per layer type (conv, fc, output); missing types use 'fraction'")
-    exclude: list[str] = doc(["output"], "layers never pruned: layer names or types (conv, fc, output)")
+    scope: Literal["global", "layerwise"] = doc(
+        "global", "one threshold over all prunable layers, or one per layer"
+    )
+    layer_fractions: dict[str, float] = doc(
+        {},
+        "layerwise only: fraction per layer type (conv, fc, output); missing types use 'fraction'",
+    )
+    exclude: list[str] = doc(
+        ["output"], "layers never pruned: layer names or types (conv, fc, output)"
+    )
     rounds: int = doc(15, "pruning rounds after the dense round 0")
-    schedule: Literal["iterative", "one_shot"] = doc("iterative", "iterative: prune the retrained net each round; one_shot: prune the dense net to each level")
-    rewind: str = doc("init", "where survivors restart: 'init' (theta_0), '<k>ep' or '<k>it' (late rewinding)")
-    control: Literal["none", "reinit"] = doc("none", "reinit: train the ticket's mask from a fresh random init (control)")
-    reinit_seed_offset: int = doc(10_000, "reinit control: the fresh init uses seed + this offset + round")
+    schedule: Literal["iterative", "one_shot"] = doc(
+        "iterative",
+        "iterative: prune the retrained net each round; one_shot: prune the dense net to each level",
+    )
+    rewind: str = doc(
+        "init", "where survivors restart: 'init' (theta_0), '<k>ep' or '<k>it' (late rewinding)"
+    )
+    control: Literal["none", "reinit"] = doc(
+        "none", "reinit: train the ticket's mask from a fresh random init (control)"
+    )
+    reinit_seed_offset: int = doc(
+        10_000, "reinit control: the fresh init uses seed + this offset + round"
+    )
 
 
 @dataclass
@@ -130,12 +173,16 @@ class TrialConfig:
 class GridSpec:
     criteria: list[str] = doc([], "criteria to compare (empty = the base trial's prune.criterion)")
     seeds: list[int] = doc([], "model seeds (empty = the base trial's seed)")
-    prune_rates: list[float] = doc([], "fractions pruned per round (empty = the base trial's prune.fraction)")
+    prune_rates: list[float] = doc(
+        [], "fractions pruned per round (empty = the base trial's prune.fraction)"
+    )
 
 
 @dataclass
 class BaselinesSpec:
-    one_shot: bool = doc(False, "add a one-shot trial for every criterion x seed x rate of the grid")
+    one_shot: bool = doc(
+        False, "add a one-shot trial for every criterion x seed x rate of the grid"
+    )
     reinit: list[str] = doc([], "criteria that get random-reinit controls (per seed x rate)")
 
 
@@ -144,14 +191,17 @@ class ResourcesSpec:
     cpu: float = doc(1.0, "CPUs per trial")
     gpu: float = doc(0.0, "GPUs per trial; fractions (e.g. 0.125) pack several trials onto one GPU")
     gpu_fallback: Literal["cpu", "error"] = doc(
-        "cpu", "when gpu > 0 but the cluster has no GPU: run on CPU, or fail before any trial starts"
+        "cpu",
+        "when gpu > 0 but the cluster has no GPU: run on CPU, or fail before any trial starts",
     )
 
 
 @dataclass
 class TuneSpec:
     max_concurrent: int = doc(0, "cap on trials running at once (0 = as many as resources allow)")
-    max_failures: int = doc(3, "retries of a trial that dies (it resumes from its last finished round)")
+    max_failures: int = doc(
+        3, "retries of a trial that dies (it resumes from its last finished round)"
+    )
     reuse_actors: bool = doc(True, "reuse Ray actors between trials (much faster for small trials)")
 
 
@@ -250,7 +300,9 @@ def _coerce(tp: Any, value: Any, path: str, file: str | None) -> Any:
         return {str(k): _coerce(item, v, f"{path}.{k}", file) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(file, path, f"expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(
+                file, path, f"expected a mapping of {tp.__name__} fields, got {value!r}"
+            )
         return _build(tp, value, path, file)
     if tp is bool:
         if not isinstance(value, bool):
@@ -280,7 +332,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str, file: str | None) -> An
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(file, path, f"unknown field{hint}; expected one of: {', '.join(names)}")
+            raise ConfigError(
+                file, path, f"unknown field{hint}; expected one of: {', '.join(names)}"
+            )
         kwargs[key] = _coerce(hints[key], value, path, file)
     return cls(**kwargs)
 
@@ -297,39 +351,88 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
     from lth_ray.pruning import CRITERIA
 
     d, m, t, p = cfg.dataset, cfg.model, cfg.train, cfg.prune
-    _check(d.name in DATASETS, file, "dataset.name", f"expected one of {DATASETS.names()}, got {d.name!r}")
+    _check(
+        d.name in DATASETS,
+        file,
+        "dataset.name",
+        f"expected one of {DATASETS.names()}, got {d.name!r}",
+    )
     _check(d.val_size >= 1, file, "dataset.val_size", f"expected >= 1, got {d.val_size}")
-    _check(len(d.synthetic_shape) == 3 and min(d.synthetic_shape) >= 1, file, "dataset.synthetic_shape", f"expected [C, H, W] of positive integers, got {d.synthetic_shape}")
+    _check(
+        len(d.synthetic_shape) == 3 and min(d.synthetic_shape) >= 1,
+        file,
+        "dataset.synthetic_shape",
+        f"expected [C, H, W] of positive integers, got {d.synthetic_shape}",
+    )
     for lim in ("train_limit", "test_limit"):
         v = getattr(d, lim)
         _check(v is None or v >= 1, file, f"dataset.{lim}", f"expected null or >= 1, got {v}")
-    _check(m.arch in MODELS, file, "model.arch", f"expected one of {MODELS.names()}, got {m.arch!r}")
+    _check(
+        m.arch in MODELS, file, "model.arch", f"expected one of {MODELS.names()}, got {m.arch!r}"
+    )
     _check(m.width > 0, file, "model.width", f"expected > 0, got {m.width}")
     _check(t.lr > 0, file, "train.lr", f"expected > 0, got {t.lr}")
     _check(t.eps > 0, file, "train.eps", f"expected > 0, got {t.eps}")
-    _check(len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), file, "train.betas", f"expected two numbers in [0, 1), got {t.betas}")
+    _check(
+        len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+        file,
+        "train.betas",
+        f"expected two numbers in [0, 1), got {t.betas}",
+    )
     _check(t.batch_size >= 1, file, "train.batch_size", f"expected >= 1, got {t.batch_size}")
-    _check(t.eval_batch_size >= 1, file, "train.eval_batch_size", f"expected >= 1, got {t.eval_batch_size}")
+    _check(
+        t.eval_batch_size >= 1,
+        file,
+        "train.eval_batch_size",
+        f"expected >= 1, got {t.eval_batch_size}",
+    )
     for key in ("initial", "retrain"):
         try:
             n, _ = parse_steps(getattr(t, key))
         except ValueError as e:
             raise ConfigError(file, f"train.{key}", str(e)) from None
         _check(n >= 1, file, f"train.{key}", f"expected at least 1 step, got {getattr(t, key)!r}")
-    _check(p.criterion in CRITERIA, file, "prune.criterion", f"expected one of {CRITERIA.names()}, got {p.criterion!r}")
-    _check(0 < p.fraction < 1, file, "prune.fraction", f"expected a fraction in (0, 1), got {p.fraction}")
+    _check(
+        p.criterion in CRITERIA,
+        file,
+        "prune.criterion",
+        f"expected one of {CRITERIA.names()}, got {p.criterion!r}",
+    )
+    _check(
+        0 < p.fraction < 1,
+        file,
+        "prune.fraction",
+        f"expected a fraction in (0, 1), got {p.fraction}",
+    )
     _check(p.rounds >= 0, file, "prune.rounds", f"expected >= 0, got {p.rounds}")
     for key, v in p.layer_fractions.items():
-        _check(key in ("conv", "fc", "output"), file, f"prune.layer_fractions.{key}", "expected a layer type: conv, fc or output")
-        _check(0 <= v < 1, file, f"prune.layer_fractions.{key}", f"expected a fraction in [0, 1), got {v}")
+        _check(
+            key in ("conv", "fc", "output"),
+            file,
+            f"prune.layer_fractions.{key}",
+            "expected a layer type: conv, fc or output",
+        )
+        _check(
+            0 <= v < 1,
+            file,
+            f"prune.layer_fractions.{key}",
+            f"expected a fraction in [0, 1), got {v}",
+        )
     try:
         rw = parse_rewind(p.rewind)
     except ValueError as e:
-        raise ConfigError(file, "prune.rewind", f"expected 'init', '<k>ep' or '<k>it': {e}") from None
+        raise ConfigError(
+            file, "prune.rewind", f"expected 'init', '<k>ep' or '<k>it': {e}"
+        ) from None
     if rw is not None:
         first, unit = parse_steps(t.initial)
         if unit == rw[1]:
-            _check(rw[0] <= first, file, "prune.rewind", f"rewind point {p.rewind!r} lies beyond round 0's training ({t.initial!r})")
+            _check(
+                rw[0] <= first,
+                file,
+                "prune.rewind",
+                f"rewind point {p.rewind!r} lies beyond round 0's training ({t.initial!r})",
+            )
 
 
 def _apply_override(data: dict[str, Any], assignment: str, file: str | None) -> None:
@@ -370,17 +473,49 @@ def validate_ablation(spec: AblationSpec, file: str | None = None) -> None:
 
     validate_trial(spec, file)
     for i, c in enumerate(spec.grid.criteria):
-        _check(c in CRITERIA, file, f"grid.criteria[{i}]", f"expected one of {CRITERIA.names()}, got {c!r}")
+        _check(
+            c in CRITERIA,
+            file,
+            f"grid.criteria[{i}]",
+            f"expected one of {CRITERIA.names()}, got {c!r}",
+        )
     for i, r in enumerate(spec.grid.prune_rates):
         _check(0 < r < 1, file, f"grid.prune_rates[{i}]", f"expected a fraction in (0, 1), got {r}")
-    _check(len(set(spec.grid.seeds)) == len(spec.grid.seeds), file, "grid.seeds", "expected distinct seeds")
+    _check(
+        len(set(spec.grid.seeds)) == len(spec.grid.seeds),
+        file,
+        "grid.seeds",
+        "expected distinct seeds",
+    )
     for i, c in enumerate(spec.baselines.reinit):
-        _check(c in CRITERIA, file, f"baselines.reinit[{i}]", f"expected one of {CRITERIA.names()}, got {c!r}")
+        _check(
+            c in CRITERIA,
+            file,
+            f"baselines.reinit[{i}]",
+            f"expected one of {CRITERIA.names()}, got {c!r}",
+        )
     _check(spec.resources.cpu > 0, file, "resources.cpu", f"expected > 0, got {spec.resources.cpu}")
-    _check(spec.resources.gpu >= 0, file, "resources.gpu", f"expected >= 0, got {spec.resources.gpu}")
-    _check(spec.tune.max_concurrent >= 0, file, "tune.max_concurrent", f"expected >= 0, got {spec.tune.max_concurrent}")
-    _check(spec.tune.max_failures >= 0, file, "tune.max_failures", f"expected >= 0, got {spec.tune.max_failures}")
-    _check(bool(re.match(r"^[A-Za-z0-9_.-]+$", spec.name)), file, "name", f"expected letters, digits, '_', '-', '.', got {spec.name!r}")
+    _check(
+        spec.resources.gpu >= 0, file, "resources.gpu", f"expected >= 0, got {spec.resources.gpu}"
+    )
+    _check(
+        spec.tune.max_concurrent >= 0,
+        file,
+        "tune.max_concurrent",
+        f"expected >= 0, got {spec.tune.max_concurrent}",
+    )
+    _check(
+        spec.tune.max_failures >= 0,
+        file,
+        "tune.max_failures",
+        f"expected >= 0, got {spec.tune.max_failures}",
+    )
+    _check(
+        bool(re.match(r"^[A-Za-z0-9_.-]+$", spec.name)),
+        file,
+        "name",
+        f"expected letters, digits, '_', '-', '.', got {spec.name!r}",
+    )
 
 
 def expand_trials(spec: AblationSpec) -> list[TrialConfig]:
@@ -396,10 +531,22 @@ def expand_trials(spec: AblationSpec) -> list[TrialConfig]:
         t.prune.schedule, t.prune.control = schedule, control  # type: ignore[assignment]
         return t
 
-    trials = [make(c, s, r, base.prune.schedule, base.prune.control) for c in criteria for s in seeds for r in rates]
+    trials = [
+        make(c, s, r, base.prune.schedule, base.prune.control)
+        for c in criteria
+        for s in seeds
+        for r in rates
+    ]
     if spec.baselines.one_shot:
-        trials += [make(c, s, r, "one_shot", "none") for c in criteria for s in seeds for r in rates]
-    trials += [make(c, s, r, base.prune.schedule, "reinit") for c in spec.baselines.reinit for s in seeds for r in rates]
+        trials += [
+            make(c, s, r, "one_shot", "none") for c in criteria for s in seeds for r in rates
+        ]
+    trials += [
+        make(c, s, r, base.prune.schedule, "reinit")
+        for c in spec.baselines.reinit
+        for s in seeds
+        for r in rates
+    ]
     seen, unique = set(), []
     for t in trials:
         key = (t.prune.criterion, t.seed, t.prune.fraction, t.prune.schedule, t.prune.control)
@@ -411,7 +558,9 @@ def expand_trials(spec: AblationSpec) -> list[TrialConfig]:
 
 def trial_key(t: TrialConfig) -> str:
     """A short stable name for a trial, e.g. 'stability-s0-p0.1-iterative-none'."""
-    return f"{t.prune.criterion}-s{t.seed}-p{t.prune.fraction:g}-{t.prune.schedule}-{t.prune.control}"
+    return (
+        f"{t.prune.criterion}-s{t.seed}-p{t.prune.fraction:g}-{t.prune.schedule}-{t.prune.control}"
+    )
 
 
 def field_docs(cls: type = AblationSpec, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -29,13 +29,21 @@ from lth_ray.pruning import (
     apply_masks,
     dense_masks,
     layer_fractions,
+    prunable_names,
     prune,
     prune_to,
-    prunable_names,
     schedule_remaining,
     sparsity_report,
 )
-from lth_ray.train import StateDict, StepFactory, TrainResult, clone_state, evaluate, resolve_device, train
+from lth_ray.train import (
+    StateDict,
+    StepFactory,
+    TrainResult,
+    clone_state,
+    evaluate,
+    resolve_device,
+    train,
+)
 
 CHECKPOINT_VERSION = 1
 
@@ -79,10 +87,14 @@ class LotteryTrial:
         step_factory: StepFactory | None = None,
     ) -> None:
         self.cfg = cfg
-        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.device = (
+            torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        )
         self.data = data.to(self.device)
         self.step_factory = step_factory
-        self.model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed).to(self.device)
+        self.model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed).to(
+            self.device
+        )
         self.theta0 = clone_state(self.model)
         self.layers = {layer.name: layer for layer in weight_layers(self.model)}
         self.names = prunable_names(self.model, cfg.prune.exclude)
@@ -90,7 +102,9 @@ class LotteryTrial:
             raise ValueError(f"prune.exclude {cfg.prune.exclude} leaves no prunable layer")
         p = cfg.prune
         self.fraction: float | dict[str, float] = (
-            layer_fractions(self.model, self.names, p.fraction, p.layer_fractions) if p.scope == "layerwise" else p.fraction
+            layer_fractions(self.model, self.names, p.fraction, p.layer_fractions)
+            if p.scope == "layerwise"
+            else p.fraction
         )
         self.rewind_point = parse_rewind(p.rewind)
         self.state = TrialState(masks={k: v.cpu() for k, v in dense_masks(self.model).items()})
@@ -126,7 +140,9 @@ class LotteryTrial:
             raise ValueError(f"checkpoint version {ckpt.get('version')} != {CHECKPOINT_VERSION}")
         if ckpt["config"] != self.cfg.to_dict():
             raise ValueError("checkpoint belongs to a different trial configuration")
-        if abs(ckpt["theta0_checksum"] - self._checksum(self.theta0)) > 1e-6 * max(1.0, abs(ckpt["theta0_checksum"])):
+        if abs(ckpt["theta0_checksum"] - self._checksum(self.theta0)) > 1e-6 * max(
+            1.0, abs(ckpt["theta0_checksum"])
+        ):
             raise ValueError("theta_0 rebuilt from the seed differs from the checkpoint's")
         self.state = TrialState(
             rounds_done=ckpt["rounds_done"],
@@ -144,7 +160,9 @@ class LotteryTrial:
         return float(sum(v.double().abs().sum().item() for v in state.values()))
 
     # -- the procedure ---------------------------------------------------------------------------
-    def run(self, on_round: Callable[[dict[str, Any], LotteryTrial], None] | None = None) -> list[dict[str, Any]]:
+    def run(
+        self, on_round: Callable[[dict[str, Any], LotteryTrial], None] | None = None
+    ) -> list[dict[str, Any]]:
         while not self.done:
             record = self.run_round()
             if on_round is not None:
@@ -210,8 +228,16 @@ class LotteryTrial:
 
     def _start_weights(self, r: int, branch: str) -> StateDict:
         if branch == "reinit":
-            fresh = build_model(self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed)
-            init_weights(fresh, self.cfg.model.init, torch.Generator().manual_seed(self.cfg.seed + self.cfg.prune.reinit_seed_offset + r))
+            fresh = build_model(
+                self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed
+            )
+            init_weights(
+                fresh,
+                self.cfg.model.init,
+                torch.Generator().manual_seed(
+                    self.cfg.seed + self.cfg.prune.reinit_seed_offset + r
+                ),
+            )
             return fresh.state_dict()
         if r > 0 and self.rewind_point is not None:
             return self.state.rewind

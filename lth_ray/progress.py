@@ -54,7 +54,9 @@ class SweepProgress(tune.Callback):
         eta = "?" if new <= 0 else hms(elapsed / new * (self.total_rounds - done))
         return f"[{len(self.finished):3d}/{self.n_trials} trials | {done:4d}/{self.total_rounds} rounds | {hms(elapsed)} elapsed | ETA {eta}]"
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         name = str(trial)
         rounds = int(result.get("rounds_done", 0))
         if name not in self.rounds_at_start:
@@ -76,7 +78,9 @@ class SweepProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed.add(str(trial))
-        self.write(f"{self._prefix()} {trial} failed (attempt ended with an error; see {trial.local_path})")
+        self.write(
+            f"{self._prefix()} {trial} failed (attempt ended with an error; see {trial.local_path})"
+        )
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.has_resources is None:

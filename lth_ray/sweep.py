@@ -17,11 +17,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/TensorBoard files
+os.environ.setdefault(
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
+)  # no per-trial CSV/TensorBoard files
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 
-from lth_ray.config import AblationSpec, ConfigError, TrialConfig, expand_trials, load_ablation, trial_key  # noqa: E402
+from lth_ray.config import (  # noqa: E402
+    AblationSpec,
+    ConfigError,
+    TrialConfig,
+    expand_trials,
+    load_ablation,
+    trial_key,
+)
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
@@ -37,20 +46,51 @@ FORWARDED_ENV = ("LTH_RAY_FAULT", "LTH_RAY_FAULT_MARKER")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m lth_ray.sweep", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m lth_ray.sweep", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("ablation", help="ablation YAML file (see ablations/)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. prune.rounds=5")
-    ap.add_argument("--data-root", help="folder (or archive) holding the dataset; sets dataset.root")
-    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    ap.add_argument("--storage", default="ray_results", help="Tune results/checkpoints: a folder or s3://bucket/path")
-    ap.add_argument("--address", help="Ray cluster to join ('auto' or host:port; default RAY_ADDRESS or a local Ray)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. prune.rounds=5",
+    )
+    ap.add_argument(
+        "--data-root", help="folder (or archive) holding the dataset; sets dataset.root"
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    ap.add_argument(
+        "--storage",
+        default="ray_results",
+        help="Tune results/checkpoints: a folder or s3://bucket/path",
+    )
+    ap.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto' or host:port; default RAY_ADDRESS or a local Ray)",
+    )
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    ap.add_argument("--max-concurrent", type=int, help="cap on trials running at once (overrides tune.max_concurrent)")
-    ap.add_argument("--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep")
+    ap.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="cap on trials running at once (overrides tune.max_concurrent)",
+    )
+    ap.add_argument(
+        "--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep"
+    )
     ap.add_argument("--sweep-id", help="with --resume: which sweep; otherwise: name the new sweep")
     ap.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     ap.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    ap.add_argument("--pending-timeout", type=float, default=300.0, help="seconds trials may wait for missing resources")
+    ap.add_argument(
+        "--pending-timeout",
+        type=float,
+        default=300.0,
+        help="seconds trials may wait for missing resources",
+    )
     return ap.parse_args(argv)
 
 
@@ -73,7 +113,9 @@ def trial_table(trials: list[TrialConfig]) -> str:
         "control": lambda t: t.prune.control,
     }
     varying = [k for k, f in fields.items() if len({f(t) for t in trials}) > 1] or ["criterion"]
-    rows = [["#", *varying]] + [[str(i), *(fields[k](t) for k in varying)] for i, t in enumerate(trials)]
+    rows = [["#", *varying]] + [
+        [str(i), *(fields[k](t) for k in varying)] for i, t in enumerate(trials)
+    ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
 
@@ -93,11 +135,14 @@ def storage_root(storage: str, ablation: str) -> str:
     return str(Path(storage).expanduser().resolve() / ablation)
 
 
-def check_data(spec: AblationSpec) -> None:
+def check_data(spec: AblationSpec, file: str) -> None:
     """Decode (and cache) the dataset once in the driver: missing files fail here, and trials hit the cache."""
-    from lth_ray.data import load_raw
+    from lth_ray.data import load_dataset
 
-    load_raw(absolutize(spec.base_trial()).dataset)
+    try:
+        load_dataset(absolutize(spec.base_trial()).dataset)
+    except ValueError as e:  # a split that does not fit the data (dataset.val_size)
+        raise ConfigError(file, "dataset.val_size", str(e)) from None
 
 
 def init_ray(args: argparse.Namespace) -> bool:
@@ -131,7 +176,11 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
         return gpu, None
     if spec.resources.gpu_fallback == "cpu":
         return 0.0, f"no GPU visible: running the trials on CPU (resources.gpu {gpu} ignored)"
-    raise ConfigError(None, "resources.gpu", f"asks for {gpu} GPU per trial but this Ray has no GPU (gpu_fallback: error)")
+    raise ConfigError(
+        None,
+        "resources.gpu",
+        f"asks for {gpu} GPU per trial but this Ray has no GPU (gpu_fallback: error)",
+    )
 
 
 def run_report(ctx: SweepContext) -> None:
@@ -143,7 +192,9 @@ def run_report(ctx: SweepContext) -> None:
     try:
         report = build_report(ctx.tracking_uri, experiment=ctx.ablation, sweep=ctx.sweep_id)
     except Exception as e:  # the sweep's results are safe in MLflow either way
-        print(f"report failed ({type(e).__name__}: {e}); rerun: python -m lth_ray.report --sweep {ctx.sweep_id}")
+        print(
+            f"report failed ({type(e).__name__}: {e}); rerun: python -m lth_ray.report --sweep {ctx.sweep_id}"
+        )
         return
     from mlflow import MlflowClient
 
@@ -160,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.dry_run:
-        print(f"{spec.name}: {len(trials)} trials, {sum(t.prune.rounds + 1 for t in trials)} rounds")
+        print(
+            f"{spec.name}: {len(trials)} trials, {sum(t.prune.rounds + 1 for t in trials)} rounds"
+        )
         print(trial_table(trials))
         return EXIT_OK
 
     from lth_ray.data import DatasetError
 
     try:
-        check_data(spec)
-    except DatasetError as e:
+        check_data(spec, args.ablation)
+    except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -180,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
     else:
         sweep_id = args.sweep_id or new_sweep_id()
-        ctx = prepare_sweep(tracking_uri, spec.name, sweep_id, spec.description, spec.to_dict(), len(trials))
-    print(f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})")
+        ctx = prepare_sweep(
+            tracking_uri, spec.name, sweep_id, spec.description, spec.to_dict(), len(trials)
+        )
+    print(
+        f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"
+    )
 
     import ray
     from ray import tune
@@ -218,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.resume:
         if not tune.Tuner.can_restore(exp_path):
-            print(f"error: no Tune state to resume at {exp_path} (is --storage the same as before?)", file=sys.stderr)
+            print(
+                f"error: no Tune state to resume at {exp_path} (is --storage the same as before?)",
+                file=sys.stderr,
+            )
             ray.shutdown()
             return EXIT_CONFIG
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
@@ -260,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     if results is not None:
         for r in results:
             m = r.metrics or {}
-            complete += int(r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2))
+            complete += int(
+                r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2)
+            )
     unfinished = len(trials) - complete
     elapsed = time.monotonic() - t0
     print(f"{complete}/{len(trials)} trials complete in {elapsed:.1f} s")

@@ -52,7 +52,10 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 12) -> T:
             return fn()
         except Exception as e:  # mlflow wraps sqlalchemy/HTTP errors in several types
             text = str(e).lower()
-            transient = any(s in text for s in ("locked", "busy", "timed out", "temporarily", "connection", "503", "502"))
+            transient = any(
+                s in text
+                for s in ("locked", "busy", "timed out", "temporarily", "connection", "503", "502")
+            )
             if not transient or i == attempts - 1:
                 raise
             log.debug("retrying %s after transient error: %s", what, e)
@@ -92,12 +95,21 @@ class SweepContext:
 
 
 def prepare_sweep(
-    tracking_uri: str, ablation: str, sweep_id: str, description: str, params: dict[str, Any], n_trials: int
+    tracking_uri: str,
+    ablation: str,
+    sweep_id: str,
+    description: str,
+    params: dict[str, Any],
+    n_trials: int,
 ) -> SweepContext:
     """Create the store (schema), experiment and parent run, in the driver, before any trial."""
     client = MlflowClient(tracking_uri)
     exp = retry(lambda: client.get_experiment_by_name(ablation), "get experiment")
-    exp_id = exp.experiment_id if exp else retry(lambda: client.create_experiment(ablation), "create experiment")
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else retry(lambda: client.create_experiment(ablation), "create experiment")
+    )
     tags = {
         schema.TAG_ROLE: schema.ROLE_SWEEP,
         schema.TAG_SWEEP: sweep_id,
@@ -105,12 +117,17 @@ def prepare_sweep(
         "lth_ray.n_trials": str(n_trials),
         "mlflow.note.content": description,
     }
-    run = retry(lambda: client.create_run(exp_id, tags=tags, run_name=f"sweep-{sweep_id}"), "create parent run")
+    run = retry(
+        lambda: client.create_run(exp_id, tags=tags, run_name=f"sweep-{sweep_id}"),
+        "create parent run",
+    )
     log_params(client, run.info.run_id, params)
     return SweepContext(tracking_uri, exp_id, run.info.run_id, sweep_id, ablation)
 
 
-def find_sweep(tracking_uri: str, ablation: str, sweep_id: str | None = None) -> SweepContext | None:
+def find_sweep(
+    tracking_uri: str, ablation: str, sweep_id: str | None = None
+) -> SweepContext | None:
     """The parent run of `sweep_id`, or of the newest sweep of the ablation (for --resume)."""
     client = MlflowClient(tracking_uri)
     exp = retry(lambda: client.get_experiment_by_name(ablation), "get experiment")
@@ -120,13 +137,17 @@ def find_sweep(tracking_uri: str, ablation: str, sweep_id: str | None = None) ->
     if sweep_id:
         query += f" and tags.`{schema.TAG_SWEEP}` = '{sweep_id}'"
     runs = retry(
-        lambda: client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1),
+        lambda: client.search_runs(
+            [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
+        ),
         "search sweeps",
     )
     if not runs:
         return None
     run = runs[0]
-    return SweepContext(tracking_uri, exp.experiment_id, run.info.run_id, run.data.tags[schema.TAG_SWEEP], ablation)
+    return SweepContext(
+        tracking_uri, exp.experiment_id, run.info.run_id, run.data.tags[schema.TAG_SWEEP], ablation
+    )
 
 
 def set_sweep_status(ctx: SweepContext, status: str, **tags: str) -> None:
@@ -175,13 +196,17 @@ class TrialRun:
     """A trial's child run. Logging a round is idempotent: a round already in MLflow is not re-logged,
     so a trial retried after dying between its MLflow write and its checkpoint logs each round once."""
 
-    def __init__(self, ctx: SweepContext, cfg: TrialConfig, num_classes: int, run_id: str | None = None) -> None:
+    def __init__(
+        self, ctx: SweepContext, cfg: TrialConfig, num_classes: int, run_id: str | None = None
+    ) -> None:
         self.ctx, self.cfg = ctx, cfg
         self.client = MlflowClient(ctx.tracking_uri)
         if run_id is None:
             run = retry(
                 lambda: self.client.create_run(
-                    ctx.experiment_id, tags=trial_tags(ctx, cfg, num_classes), run_name=trial_key(cfg)
+                    ctx.experiment_id,
+                    tags=trial_tags(ctx, cfg, num_classes),
+                    run_name=trial_key(cfg),
                 ),
                 "create trial run",
             )
@@ -191,7 +216,9 @@ class TrialRun:
         else:
             self.run_id = run_id
             retry(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen trial run")
-            history = retry(lambda: self.client.get_metric_history(run_id, "test_acc"), "read history")
+            history = retry(
+                lambda: self.client.get_metric_history(run_id, "test_acc"), "read history"
+            )
             self.logged_rounds = {int(m.step) for m in history}
         self._monitor = None
 
@@ -203,14 +230,19 @@ class TrialRun:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             self._monitor = SystemMetricsMonitor(
-                self.run_id, sampling_interval=10, resume_logging=True, tracking_uri=self.ctx.tracking_uri
+                self.run_id,
+                sampling_interval=10,
+                resume_logging=True,
+                tracking_uri=self.ctx.tracking_uri,
             )
             self._monitor.start()
         except Exception as e:  # optional: never let monitoring break a trial
             log.info("system metrics unavailable: %s", e)
             self._monitor = None
 
-    def log_round(self, record: dict[str, Any], curve: list[dict[str, float]], epoch_offset: int) -> bool:
+    def log_round(
+        self, record: dict[str, Any], curve: list[dict[str, float]], epoch_offset: int
+    ) -> bool:
         """Per-round metrics at step = round, per-epoch curves at step = epoch across the trial."""
         r = int(record["round"])
         if r in self.logged_rounds:
@@ -229,12 +261,18 @@ class TrialRun:
                 Metric("epoch_val_acc", float(e["val_acc"]), now, step),
             ]
         log_metrics(self.client, self.run_id, metrics)
-        retry(lambda: self.client.set_tag(self.run_id, schema.TAG_ROUNDS_DONE, str(r + 1)), "tag rounds")
+        retry(
+            lambda: self.client.set_tag(self.run_id, schema.TAG_ROUNDS_DONE, str(r + 1)),
+            "tag rounds",
+        )
         self.logged_rounds.add(r)
         return True
 
     def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
-        retry(lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path), "log artifacts")
+        retry(
+            lambda: self.client.log_artifacts(self.run_id, str(folder), artifact_path),
+            "log artifacts",
+        )
 
     def log_metric(self, key: str, value: float) -> None:
         retry(lambda: self.client.log_metric(self.run_id, key, value), "log metric")

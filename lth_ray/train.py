@@ -58,7 +58,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible (use 'auto' or 'cpu')")
+        raise RuntimeError(
+            "train.device is 'cuda' but no CUDA device is visible (use 'auto' or 'cpu')"
+        )
     return torch.device(name)
 
 
@@ -79,9 +81,15 @@ def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContex
 def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "adam":
         return torch.optim.Adam(
-            params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay
+            params,
+            lr=spec.lr,
+            betas=tuple(spec.betas),
+            eps=spec.eps,
+            weight_decay=spec.weight_decay,
         )
-    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
 
 
 def clone_state(model: nn.Module) -> StateDict:
@@ -123,14 +131,22 @@ StepFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def plain_step(
-    model: nn.Module, masks: Masks, optimizer: torch.optim.Optimizer, spec: TrainSpec, device: torch.device
+    model: nn.Module,
+    masks: Masks,
+    optimizer: torch.optim.Optimizer,
+    spec: TrainSpec,
+    device: torch.device,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reference step: forward, loss, backward, masked grads, optimizer step, mask multiply.
 
     Returns the summed loss and the number of correct predictions as a 2-vector (no host sync).
     """
     params = dict(model.named_parameters())
-    masked = [(params[name], m.to(device=device, dtype=params[name].dtype)) for name, m in masks.items() if not bool(m.all())]
+    masked = [
+        (params[name], m.to(device=device, dtype=params[name].dtype))
+        for name, m in masks.items()
+        if not bool(m.all())
+    ]
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with autocast(spec, device):
@@ -145,7 +161,9 @@ def plain_step(
         with torch.no_grad():
             for p, m in masked:
                 p.mul_(m)
-        return torch.stack([loss.detach() * len(yb), (logits.detach().argmax(1) == yb).sum().to(loss.dtype)])
+        return torch.stack(
+            [loss.detach() * len(yb), (logits.detach().argmax(1) == yb).sum().to(loss.dtype)]
+        )
 
     return step
 

@@ -90,13 +90,19 @@ def lottery_trainable(config: dict[str, Any]) -> None:
                     {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy},
                     Path(folder) / STATE_FILE,
                 )
-                tune.report(report_metrics(record, trial), checkpoint=tune.Checkpoint.from_directory(folder))
+                tune.report(
+                    report_metrics(record, trial), checkpoint=tune.Checkpoint.from_directory(folder)
+                )
         if meter.available:
             run.log_metric("energy_wh", energy_before + (meter.wh() or 0.0))
         with tempfile.TemporaryDirectory() as folder:
             write_rounds_csv(trial.state.history, Path(folder) / "rounds.csv")
-            write_trial_json(Path(folder) / "trial.json", cfg.to_dict(), trial.state.history, trial.state.curves)
-            save_round(folder, trial.state.rounds_done - 1, trial.state.masks, trial.state.last_final)
+            write_trial_json(
+                Path(folder) / "trial.json", cfg.to_dict(), trial.state.history, trial.state.curves
+            )
+            save_round(
+                folder, trial.state.rounds_done - 1, trial.state.masks, trial.state.last_final
+            )
             run.log_artifacts(folder)
     except BaseException:
         run.end("FAILED")

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from lth_ray.artifacts import save_round, write_rounds_csv, write_trial_json
-from lth_ray.config import ConfigError, TrialConfig, expand_trials, field_docs, load_ablation, trial_key
+from lth_ray.config import (
+    ConfigError,
+    TrialConfig,
+    expand_trials,
+    field_docs,
+    load_ablation,
+    trial_key,
+)
 from lth_ray.data import DatasetError, load_dataset
 from lth_ray.lottery import LotteryTrial
 
@@ -40,19 +47,35 @@ def select_trial(path: str, overrides: list[str], index: int) -> TrialConfig:
     spec = load_ablation(path, overrides)
     trials = expand_trials(spec)
     if not 0 <= index < len(trials):
-        raise ConfigError(path, "--index", f"expected 0 <= index < {len(trials)} (the ablation has {len(trials)} trials)")
+        raise ConfigError(
+            path,
+            "--index",
+            f"expected 0 <= index < {len(trials)} (the ablation has {len(trials)} trials)",
+        )
     return trials[index]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lth_ray.trial", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m lth_ray.trial", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("ablation", nargs="?", help="ablation YAML file")
-    ap.add_argument("--index", type=int, default=0, help="which trial of the expanded grid (see --list)")
-    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. prune.rounds=3")
-    ap.add_argument("--data-root", help="folder (or archive) holding the dataset; sets dataset.root")
+    ap.add_argument(
+        "--index", type=int, default=0, help="which trial of the expanded grid (see --list)"
+    )
+    ap.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. prune.rounds=3"
+    )
+    ap.add_argument(
+        "--data-root", help="folder (or archive) holding the dataset; sets dataset.root"
+    )
     ap.add_argument("--out", help="output folder (default runs/<ablation>/<trial>)")
     ap.add_argument("--list", action="store_true", help="list the ablation's trials and exit")
-    ap.add_argument("--help-config", action="store_true", help="list every config field with its default and doc")
+    ap.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every config field with its default and doc",
+    )
     args = ap.parse_args(argv)
 
     if args.help_config:
@@ -63,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("an ablation file is required")
     try:
         if args.list:
-            for i, t in enumerate(expand_trials(load_ablation(args.ablation, data_overrides(args)))):
+            for i, t in enumerate(
+                expand_trials(load_ablation(args.ablation, data_overrides(args)))
+            ):
                 print(f"{i:4d}  {trial_key(t)}")
             return 0
         cfg = select_trial(args.ablation, data_overrides(args), args.index)

@@ -1,0 +1,242 @@
+import pytest
+import torch
+
+import lth_ray.lottery as lottery
+from lth_ray.data import load_dataset
+from lth_ray.lottery import LotteryTrial
+from lth_ray.pruning import prune_count, schedule_remaining
+from tests.helpers import tiny_trial, with_changes
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(tiny_trial().dataset)
+
+
+def prunable_total(trial):
+    return sum(trial.state.masks[n].numel() for n in trial.names)
+
+
+def test_iterative_prunes_exact_counts_and_nests(data):
+    cfg = tiny_trial(rounds=3, fraction=0.3)
+    trial = LotteryTrial(cfg, data)
+    active = prunable_total(trial)
+    previous = {k: v.clone() for k, v in trial.state.masks.items()}
+    trial.run_round()
+    for _ in range(3):
+        rec = trial.run_round()
+        expected = prune_count(active, 0.3)
+        assert rec["pruned"] == expected
+        active -= expected
+        assert rec["active_weights"] == active
+        assert rec["sparsity"] == pytest.approx(1 - active / prunable_total(trial))
+        assert rec["weights_remaining"] == pytest.approx(100 * active / prunable_total(trial))
+        for k, m in trial.state.masks.items():
+            assert not (m & ~previous[k]).any()  # nothing regrows
+        previous = {k: v.clone() for k, v in trial.state.masks.items()}
+    # the excluded output layer is never pruned
+    out = [n for n in trial.state.masks if n not in trial.names]
+    assert out and all(bool(trial.state.masks[n].all()) for n in out)
+    assert trial.done and len(trial.state.history) == 4
+
+
+def test_layerwise_fractions_per_kind(data):
+    cfg = tiny_trial(
+        scope="layerwise",
+        exclude=[],
+        layer_fractions={"conv": 0.1, "fc": 0.2, "output": 0.05},
+        rounds=1,
+    )
+    trial = LotteryTrial(cfg, data)
+    before = {n: int(trial.state.masks[n].sum()) for n in trial.names}
+    trial.run_round()
+    trial.run_round()
+    for n in trial.names:
+        kind = trial.layers[n].kind
+        frac = {"conv": 0.1, "fc": 0.2, "output": 0.05}[kind]
+        assert before[n] - int(trial.state.masks[n].sum()) == prune_count(before[n], frac), n
+
+
+def test_one_shot_and_iterative_share_the_sparsity_grid(data):
+    it = LotteryTrial(tiny_trial(rounds=3), data)
+    os_ = LotteryTrial(tiny_trial(rounds=3, schedule="one_shot"), data)
+    it.run()
+    os_.run()
+    assert [r["active_weights"] for r in it.state.history] == [
+        r["active_weights"] for r in os_.state.history
+    ]
+    plan = schedule_remaining(prunable_total(it), 0.3, 3, "global")
+    assert [r["active_weights"] for r in os_.state.history[1:]] == plan
+    # one-shot prunes the dense net each round: the round-3 mask is not the iterative one
+    assert any(not torch.equal(it.state.masks[n], os_.state.masks[n]) for n in it.names)
+
+
+def test_one_shot_scores_the_dense_weights(data):
+    trial = LotteryTrial(tiny_trial(rounds=2, schedule="one_shot"), data)
+    trial.run_round()
+    dense_final = {k: v.clone() for k, v in trial.state.score_final.items()}
+    trial.run_round()
+    trial.run_round()
+    for k, v in dense_final.items():
+        assert torch.equal(trial.state.score_final[k], v)
+    # magnitude one-shot: survivors are the largest dense weights
+    w = torch.cat([dense_final[n].abs().flatten() for n in trial.names])
+    keep = torch.cat([trial.state.masks[n].flatten() for n in trial.names])
+    assert w[keep].min() >= w[~keep].max()
+
+
+def capture_start_weights(monkeypatch):
+    """Record the weights each training run starts from."""
+    starts = []
+    real_train = lottery.train
+
+    def spy(model, masks, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_train(model, masks, *args, **kwargs)
+
+    monkeypatch.setattr(lottery, "train", spy)
+    return starts
+
+
+def test_rewind_restores_theta0_for_survivors(data, monkeypatch):
+    starts = capture_start_weights(monkeypatch)
+    trial = LotteryTrial(tiny_trial(rounds=2), data)
+    trial.run()
+    assert len(starts) == 3
+    for r, start in enumerate(starts):
+        for name, theta in trial.theta0.items():
+            if name in trial.state.masks and r > 0:
+                m = trial.state.masks[name] if r == 2 else None
+                if m is not None:
+                    assert torch.equal(start[name][m], theta[m])
+                    assert torch.count_nonzero(start[name][~m]) == 0
+            else:
+                assert torch.equal(start[name], theta), (r, name)
+
+
+def test_late_rewind_uses_epoch_k_weights(data, monkeypatch):
+    starts = capture_start_weights(monkeypatch)
+    trial = LotteryTrial(tiny_trial(rounds=1, rewind="1ep"), data)
+    trial.run()
+    rewind = trial.state.rewind
+    name = trial.names[0]
+    m = trial.state.masks[name]
+    assert not torch.equal(rewind[name], trial.theta0[name])
+    assert torch.equal(starts[1][name][m], rewind[name][m])
+
+
+def test_reinit_control_keeps_mask_changes_init(data, monkeypatch):
+    starts = capture_start_weights(monkeypatch)
+    ticket = LotteryTrial(tiny_trial(rounds=1), data)
+    ticket.run()
+    control = LotteryTrial(tiny_trial(rounds=1, control="reinit"), data)
+    control.run()
+    for n in control.names:  # the control prunes with the ticket's mask
+        assert torch.equal(ticket.state.masks[n], control.state.masks[n])
+    # control round 1 trains the ticket (theta_0) and then a fresh init under the same mask
+    ticket_start, reinit_start = starts[3], starts[4]
+    n = control.names[0]
+    m = control.state.masks[n]
+    assert torch.equal(ticket_start[n][m], control.theta0[n][m])
+    assert not torch.equal(reinit_start[n][m], control.theta0[n][m])
+    assert torch.count_nonzero(reinit_start[n][~m]) == 0
+    rec = control.state.history[1]
+    assert rec["ticket_test_acc"] == pytest.approx(ticket.state.history[1]["test_acc"])
+
+
+def test_stability_skips_when_best_equals_final(data):
+    trial = LotteryTrial(tiny_trial(criterion="stability", rounds=1), data)
+    trial.run_round()
+    trial.state.score_best = {k: v.clone() for k, v in trial.state.score_final.items()}
+    rec = trial.run_round()
+    assert rec["skipped"] == 1 and rec["pruned"] == 0 and rec["sparsity"] == 0.0
+
+
+def test_stability_prunes_the_least_stable(data):
+    trial = LotteryTrial(tiny_trial(criterion="stability", rounds=1), data)
+    trial.run_round()
+    best = {n: trial.state.score_best[n].clone() for n in trial.names}
+    final = {n: trial.state.score_final[n].clone() for n in trial.names}
+    if all(torch.equal(best[n], final[n]) for n in trial.names):  # dense best epoch was the last
+        for n in trial.names:
+            trial.state.score_best[n] = final[n] + torch.randn_like(final[n]) * 1e-2
+            best[n] = trial.state.score_best[n]
+    rec = trial.run_round()
+    assert rec["skipped"] == 0 and rec["pruned"] > 0
+    delta = torch.cat([(best[n] - final[n]).abs().flatten() for n in trial.names])
+    keep = torch.cat([trial.state.masks[n].flatten() for n in trial.names])
+    assert delta[~keep].min() >= delta[keep].max()
+
+
+def test_same_seed_same_metrics_different_seed_differs(data):
+    a = LotteryTrial(tiny_trial(rounds=1), data)
+    b = LotteryTrial(tiny_trial(rounds=1), data)
+    c = LotteryTrial(with_changes(tiny_trial(rounds=1), seed=1), data)
+    for t in (a, b, c):
+        t.run()
+    drop = ("train_seconds", "images_per_s")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
+    assert strip(a.state.history) == strip(b.state.history)
+    assert strip(a.state.history) != strip(c.state.history)
+
+
+def test_resume_from_checkpoint_is_equivalent(data, tmp_path):
+    cfg = tiny_trial(rounds=3, criterion="random")
+    straight = LotteryTrial(cfg, data)
+    straight.run()
+
+    first = LotteryTrial(cfg, data)
+    first.run_round()
+    first.run_round()
+    torch.save(first.checkpoint(), tmp_path / "ckpt.pt")
+    del first
+    resumed = LotteryTrial(cfg, data)
+    resumed.restore(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    assert resumed.state.rounds_done == 2
+    resumed.run()
+    drop = ("train_seconds", "images_per_s")
+    for x, y in zip(straight.state.history, resumed.state.history):
+        assert {k: v for k, v in x.items() if k not in drop} == {
+            k: v for k, v in y.items() if k not in drop
+        }
+    for k in straight.state.masks:
+        assert torch.equal(straight.state.masks[k], resumed.state.masks[k])
+    for k in straight.state.last_final:
+        assert torch.equal(straight.state.last_final[k], resumed.state.last_final[k])
+
+
+def test_checkpoint_refuses_another_config(data):
+    a = LotteryTrial(tiny_trial(rounds=1), data)
+    a.run_round()
+    b = LotteryTrial(tiny_trial(rounds=2), data)
+    with pytest.raises(ValueError, match="different trial configuration"):
+        b.restore(a.checkpoint())
+
+
+def test_records_have_the_promised_fields(data):
+    trial = LotteryTrial(tiny_trial(rounds=1), data)
+    trial.run()
+    rec = trial.state.history[1]
+    for key in (
+        "round",
+        "sparsity",
+        "weights_remaining",
+        "sparsity_all",
+        "test_acc",
+        "test_loss",
+        "test_acc_final",
+        "test_loss_final",
+        "val_loss_best",
+        "val_acc_best",
+        "best_epoch",
+        "skipped",
+        "train_seconds",
+        "images_per_s",
+        "compression_ratio",
+        "flops_reduction",
+    ):
+        assert key in rec, key
+    assert any(k.startswith("sparsity/") for k in rec)
+    assert rec["compression_ratio"] > 1 and rec["flops_reduction"] > 1
+    assert 0 < rec["sparsity_all"] < rec["sparsity"]
+    assert len(trial.state.curves[1]) == 2

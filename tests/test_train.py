@@ -1,0 +1,140 @@
+import pytest
+import torch
+
+from lth_ray.config import TrainSpec
+from lth_ray.data import load_dataset
+from lth_ray.models import build_model, weight_layers
+from lth_ray.pruning import apply_masks, dense_masks
+from lth_ray.train import batches_per_epoch, evaluate, make_optimizer, plain_step, train
+from tests.helpers import tiny_trial
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(tiny_trial().dataset)
+
+
+def half_masks(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masks = dense_masks(model)
+    for name in list(masks)[:-1]:
+        masks[name] = torch.rand(masks[name].shape, generator=g) > 0.5
+    return masks
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TrainSpec(optimizer="adam", lr=1e-2, batch_size=50, device="cpu"),
+        TrainSpec(optimizer="adam", lr=1e-2, batch_size=50, device="cpu", weight_decay=1e-2),
+        TrainSpec(optimizer="sgd", lr=1e-1, batch_size=50, device="cpu", weight_decay=1e-2),
+        TrainSpec(optimizer="adam", lr=1e-2, batch_size=50, device="cpu", precision="bf16"),
+    ],
+    ids=["adam", "adam-wd", "sgd-wd", "adam-bf16"],
+)
+def test_pruned_weights_stay_exactly_zero(data, spec):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=1)
+    masks = half_masks(model)
+    apply_masks(model, masks)
+    result = train(model, masks, data, spec, (2, "ep"), torch.Generator().manual_seed(0))
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        for state in (result.best, result.final, dict(model.state_dict())):
+            assert torch.count_nonzero(state[name][~m]) == 0, name
+        # survivors did train
+        assert torch.count_nonzero(params[name][m]) == int(m.sum())
+
+
+def test_adam_moments_never_see_pruned_weights(data):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=1)
+    masks = half_masks(model)
+    apply_masks(model, masks)
+    spec = TrainSpec(lr=1e-2, batch_size=50, device="cpu")
+    opt = make_optimizer(model.parameters(), spec)
+    step = plain_step(model, masks, opt, spec, torch.device("cpu"))
+    for i in range(5):
+        step(data.train_x[i * 50 : (i + 1) * 50], data.train_y[i * 50 : (i + 1) * 50])
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        st = opt.state[params[name]]
+        assert torch.count_nonzero(st["exp_avg"][~m]) == 0
+        assert torch.count_nonzero(st["exp_avg_sq"][~m]) == 0
+        assert torch.count_nonzero(st["exp_avg"][m]) > 0
+
+
+def test_best_final_and_curve(data):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=2)
+    spec = TrainSpec(lr=3e-3, batch_size=50, device="cpu")
+    result = train(
+        model,
+        dense_masks(model),
+        data,
+        spec,
+        (4, "ep"),
+        torch.Generator().manual_seed(0),
+        rewind_at=(1, "ep"),
+    )
+    assert len(result.curve) == 4
+    losses = [e.val_loss for e in result.curve]
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    assert result.best_val_loss == min(losses)
+    # best weights reproduce the best validation loss; final weights are the model's
+    model.load_state_dict(result.best)
+    loss, acc = evaluate(model, data.val_x, data.val_y, spec, torch.device("cpu"))
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert acc == pytest.approx(result.best_val_acc)
+    assert result.curve[-1].iteration == 4 * batches_per_epoch(len(data.train_x), spec)
+    assert result.rewind is not None
+    assert not torch.equal(
+        result.rewind[weight_layers(model)[0].name], result.final[weight_layers(model)[0].name]
+    )
+    assert result.images == 4 * len(data.train_x) and result.images_per_s > 0
+
+
+def test_iteration_budget_and_partial_epoch(data):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=2)
+    spec = TrainSpec(lr=3e-3, batch_size=50, device="cpu")
+    per_epoch = batches_per_epoch(len(data.train_x), spec)
+    result = train(
+        model,
+        dense_masks(model),
+        data,
+        spec,
+        (per_epoch + 3, "it"),
+        torch.Generator().manual_seed(0),
+    )
+    assert [e.iteration for e in result.curve] == [per_epoch, per_epoch + 3]
+    assert result.images == per_epoch * 50 + 3 * 50
+
+
+def test_training_is_deterministic_on_cpu(data):
+    cfg = tiny_trial()
+    outs = []
+    for _ in range(2):
+        model = build_model(cfg.model, data.input_shape, data.num_classes, seed=3)
+        r = train(
+            model,
+            dense_masks(model),
+            data,
+            TrainSpec(batch_size=50, device="cpu"),
+            (1, "ep"),
+            torch.Generator().manual_seed(5),
+        )
+        outs.append(r)
+    for k in outs[0].final:
+        assert torch.equal(outs[0].final[k], outs[1].final[k])
+    assert outs[0].curve[0].val_loss == outs[1].curve[0].val_loss
+
+
+def test_learns_synthetic_data(data):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=0)
+    spec = TrainSpec(lr=3e-3, batch_size=50, device="cpu")
+    before = evaluate(model, data.test_x, data.test_y, spec, torch.device("cpu"))[1]
+    train(model, dense_masks(model), data, spec, (3, "ep"), torch.Generator().manual_seed(0))
+    after = evaluate(model, data.test_x, data.test_y, spec, torch.device("cpu"))[1]
+    assert after > max(0.5, before + 0.3)

@@ -180,6 +180,12 @@ def train(
 ) -> TrainResult:
     """Train `model` in place under `masks` for `steps` ('ep' or 'it'); data order from `generator`."""
     device = next(model.parameters()).device
+    # -- fast path hook: on CUDA the whole step is one CUDA graph (lth_ray/fastpath.py) ----------
+    if step_factory is None and device.type == "cuda" and spec.fast_path == "auto":
+        from lth_ray.fastpath import train_fast
+
+        return train_fast(model, masks, data, spec, steps, generator, rewind_at)
+    # -- end of fast path hook ---------------------------------------------------------------------
     set_precision(spec, device)
     model.train()
     optimizer = make_optimizer(model.parameters(), spec)

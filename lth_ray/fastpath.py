@@ -1,0 +1,353 @@
+"""The CUDA fast path of `train`: the whole masked step captured once per round in a CUDA graph.
+
+Why: at batch 60 a Conv-4 step on a large GPU is bound by kernel launches and host work, not by
+arithmetic. Here the dataset already lives on the device, each batch is gathered *inside* the step
+from a device copy of the epoch's permutation (so a step needs no host input at all), shapes are
+static, and forward, loss, backward, grad mask, optimizer step (Adam with capturable state) and
+weight mask are recorded once into a CUDA graph and replayed; the host synchronises once per epoch,
+to read the training loss and evaluate.
+
+It computes what the plain loop of `lth_ray.train` computes: the same permutation from the same
+generator, the same masked step (pruned weights exactly 0, Adam's moments never see them), the same
+records. With `graph=False` the very same step runs eagerly, which is how the CPU tests check the
+epoch driver against the plain loop, and where a capture fails the round falls back to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth_ray.config import TrainSpec
+from lth_ray.data import DataSplits
+from lth_ray.pruning import Masks
+from lth_ray.train import (
+    EpochStats,
+    StateDict,
+    TrainResult,
+    batches_per_epoch,
+    evaluate,
+    make_optimizer,
+    plain_step,
+    set_precision,
+    steps_to_iterations,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FastPathOptions:
+    """Knobs of the fast path that are not part of a trial's science (they change speed, not results)."""
+
+    graph: bool | None = None  # capture the step in a CUDA graph; None = when the device is CUDA
+    channels_last: bool = (
+        False  # NHWC activations and conv weights inside the round (bf16 likes it)
+    )
+    eval_batch_size: int = 2500  # evaluation batch: at least this, at least spec.eval_batch_size
+    warmup: int = 3  # eager steps before capture (lazy optimizer state, cuDNN/cuBLAS plans)
+
+
+def graph_available(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def _autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    # The autocast weight cache must be off under graph capture; results are the same either way.
+    if spec.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
+
+
+def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.optim.Optimizer:
+    """`train.make_optimizer`, with Adam's step counter on the device when the step is captured."""
+    if spec.optimizer == "adam" and capturable:
+        return torch.optim.Adam(
+            params,
+            lr=spec.lr,
+            betas=tuple(spec.betas),
+            eps=spec.eps,
+            weight_decay=spec.weight_decay,
+            capturable=True,
+        )
+    return make_optimizer(params, spec)  # SGD keeps no host-side state: capturable as it is
+
+
+class StepProgram:
+    """One masked training step that takes its batch from device buffers, replayable as a graph.
+
+    Per epoch: `start_epoch(perm)` loads the permutation (one copy) and zeroes the batch offset and
+    the loss/accuracy sums; every `run()` trains on the next `batch_size` examples of it. `sums`
+    holds [summed loss, correct predictions] of the epoch so far, read once at the epoch's end.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Masks,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        spec: TrainSpec,
+        optimizer: torch.optim.Optimizer,
+        batch_size: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = next(model.parameters()).device
+        self.model, self.spec, self.optimizer = model, spec, optimizer
+        self.x, self.y = train_x, train_y
+        self.batch_size = batch_size or spec.batch_size
+        self.channels_last = channels_last
+        params = dict(model.named_parameters())
+        self.masked = [
+            (params[name], m.to(device=self.device, dtype=params[name].dtype))
+            for name, m in masks.items()
+            if not bool(m.all())
+        ]
+        n = len(train_x)
+        self.perm = torch.arange(n, device=self.device)
+        self.offset = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.arange = torch.arange(self.batch_size, device=self.device)
+        self.sums = torch.zeros(2, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._keep: list[torch.Tensor] = []  # tensors the graph reads or writes: keep them alive
+        self._host_perm: torch.Tensor | None = None
+
+    # -- the step ---------------------------------------------------------------------------------
+    def _step(self) -> None:
+        idx = self.perm[(self.offset + self.arange) % len(self.perm)]  # never out of range
+        self.offset += self.batch_size
+        xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.spec, self.device):
+            logits = self.model(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for p, m in self.masked:
+            if p.grad is not None:
+                p.grad.mul_(m)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, m in self.masked:
+                p.mul_(m)
+        correct = (logits.detach().argmax(1) == yb).sum().to(loss.dtype)
+        self.sums += torch.stack([loss.detach() * self.batch_size, correct])
+
+    def run(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+
+    def start_epoch(self, perm: torch.Tensor) -> None:
+        if perm.device.type == "cpu" and self.device.type == "cuda":
+            perm = perm.pin_memory()
+            self._host_perm = perm  # the asynchronous copy reads it after this call returns
+        self.perm[: len(perm)].copy_(perm, non_blocking=True)
+        self.offset.zero_()
+        self.sums.zero_()
+
+    # -- capture ----------------------------------------------------------------------------------
+    def capture(self, warmup: int = 3) -> None:
+        """Warm up on a side stream, put weights and optimizer state back, record one step."""
+        if not graph_available(self.device):
+            raise ValueError(f"CUDA graphs need a CUDA device; this step runs on {self.device}")
+        saved = _snapshot(self.model)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with warnings.catch_warnings():  # "capturable=True but step() runs uncaptured": on purpose
+            warnings.simplefilter("ignore")
+            with torch.cuda.stream(side):
+                for _ in range(max(1, warmup)):
+                    self.offset.zero_()
+                    self._step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._restore(saved)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._step()
+        except Exception:
+            torch.cuda.synchronize(self.device)
+            self._restore(saved)
+            raise
+        self.graph = graph
+        self._keep = [p.grad for p in self.model.parameters() if p.grad is not None]
+        self.offset.zero_()
+        self.sums.zero_()
+
+    @torch.no_grad()
+    def _restore(self, saved: StateDict) -> None:
+        """Weights as before the warm-up; optimizer state as fresh (zero moments, step 0)."""
+        for k, v in self.model.state_dict().items():
+            v.copy_(saved[k])
+        for state in self.optimizer.state.values():
+            for v in state.values():
+                if isinstance(v, torch.Tensor):
+                    v.zero_()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.offset.zero_()
+        self.sums.zero_()
+
+
+def _snapshot(model: nn.Module) -> StateDict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _contiguous_state(model: nn.Module) -> StateDict:
+    """A copy in the default layout, whatever the model's memory format inside the round."""
+    return {
+        k: v.detach().clone(memory_format=torch.contiguous_format)
+        for k, v in model.state_dict().items()
+    }
+
+
+def build_program(
+    model: nn.Module,
+    masks: Masks,
+    data: DataSplits,
+    spec: TrainSpec,
+    options: FastPathOptions,
+    batch_size: int | None = None,
+) -> StepProgram:
+    """The optimizer and the (captured when possible) step of one round."""
+    device = next(model.parameters()).device
+    graph = graph_available(device) if options.graph is None else options.graph
+    if graph and not graph_available(device):
+        raise ValueError(
+            f"FastPathOptions(graph=True) needs a CUDA device; the model is on {device}"
+        )
+    optimizer = make_fast_optimizer(model.parameters(), spec, capturable=graph)
+    program = StepProgram(
+        model, masks, data.train_x, data.train_y, spec, optimizer, batch_size, options.channels_last
+    )
+    if graph:
+        try:
+            program.capture(options.warmup)
+        except Exception as e:  # an op that cannot be captured: run this round eagerly, loudly
+            warnings.warn(
+                f"CUDA graph capture failed ({type(e).__name__}: {e}); running the step eagerly",
+                stacklevel=2,
+            )
+            log.warning("CUDA graph capture failed, eager step: %s", e)
+    return program
+
+
+def train_fast(
+    model: nn.Module,
+    masks: Masks,
+    data: DataSplits,
+    spec: TrainSpec,
+    steps: tuple[int, str],
+    generator: torch.Generator,
+    rewind_at: tuple[int, str] | None = None,
+    options: FastPathOptions | None = None,
+) -> TrainResult:
+    """`train.train` with the step as a `StepProgram`: same data order, same records, one sync per epoch.
+
+    Full batches replay the program; a last partial batch (when `drop_last` is off and the batch size
+    does not divide the training set) runs as the plain eager step on the same optimizer.
+    """
+    options = options or FastPathOptions()
+    device = next(model.parameters()).device
+    set_precision(spec, device)
+    model.train()
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        return _train_rounds(model, masks, data, spec, steps, generator, rewind_at, options, device)
+    finally:
+        if options.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+
+def _train_rounds(
+    model: nn.Module,
+    masks: Masks,
+    data: DataSplits,
+    spec: TrainSpec,
+    steps: tuple[int, str],
+    generator: torch.Generator,
+    rewind_at: tuple[int, str] | None,
+    options: FastPathOptions,
+    device: torch.device,
+) -> TrainResult:
+    n = len(data.train_x)
+    bs = spec.batch_size
+    full = n // bs
+    per_epoch = batches_per_epoch(n, spec)
+    if full == 0:  # fewer examples than one batch: nothing static to capture
+        options = dataclasses.replace(options, graph=False)
+    program = build_program(model, masks, data, spec, options, batch_size=min(bs, n))
+    tail = plain_step(model, masks, program.optimizer, spec, device) if per_epoch > full else None
+    eval_spec = dataclasses.replace(
+        spec, eval_batch_size=max(spec.eval_batch_size, options.eval_batch_size)
+    )
+
+    total_iters = steps_to_iterations(steps, per_epoch)
+    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
+    rewind = _contiguous_state(model) if rewind_iter == 0 else None
+
+    best: StateDict | None = None
+    best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
+    curve: list[EpochStats] = []
+    seconds, images, it, epoch = 0.0, 0, 0, 0
+    while it < total_iters:
+        epoch += 1
+        perm = torch.randperm(n, generator=generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        program.start_epoch(perm)
+        seen = 0
+        for _ in range(full):
+            if it >= total_iters:
+                break
+            program.run()
+            seen += program.batch_size
+            it += 1
+            if rewind_iter is not None and it == rewind_iter:
+                rewind = _contiguous_state(model)
+        sums = program.sums
+        if tail is not None and it < total_iters:
+            idx = program.perm[full * bs : n]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # capturable Adam stepping outside the graph
+                sums = sums + tail(data.train_x[idx], data.train_y[idx])
+            seen += len(idx)
+            it += 1
+            if rewind_iter is not None and it == rewind_iter:
+                rewind = _contiguous_state(model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - t0
+        images += seen
+        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, eval_spec, device)
+        train_loss, train_correct = (sums / max(seen, 1)).tolist()
+        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
+        if val_loss < best_loss:
+            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
+            best = _contiguous_state(model)
+    final = _contiguous_state(model)
+    return TrainResult(
+        best=best if best is not None else final,
+        final=final,
+        rewind=rewind,
+        best_epoch=best_epoch,
+        best_iteration=best_iter,
+        best_val_loss=best_loss,
+        best_val_acc=best_acc,
+        curve=curve,
+        seconds=seconds,
+        images=images,
+    )

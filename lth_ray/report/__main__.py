@@ -1,0 +1,3 @@
+from lth_ray.report.build import main
+
+raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""Statistics across seeds: per-level t-intervals and the per-group summary (pure pandas/scipy).
+
+Definitions (also in the package docstring and the README):
+- 95% CI: Student t-interval across seeds, mean +- t_{0.975, n-1} * s / sqrt(n), s the sample standard
+  deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band).
+- Only complete trials enter the statistics, so every level of a group has the same seeds; incomplete
+  trials are listed and marked separately, never averaged in.
+- A level is a pruning round; its weights remaining is the mean over seeds (rounds a criterion skips can
+  make seeds differ; the spread is kept in `weights_remaining_spread_pct`).
+- Matches dense: a level's mean accuracy >= the lower bound of the dense (round 0) 95% CI (the dense
+  mean itself when n = 1). Reported level: the sparsest of the unbroken run of matching levels starting
+  at round 1, i.e. where the ticket stops matching for the first time, not a later lucky level.
+- Chance collapse: the first level in round order whose mean accuracy < chance + 5 percentage points,
+  chance = 100 / num_classes %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from lth_ray.report.tidy import COMPLETE
+
+GROUP_KEYS = ["criterion", "prune_rate", "schedule", "control"]
+CONFIDENCE = 0.95
+CHANCE_MARGIN_PP = 5.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+    sd: float
+
+
+def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean and t-interval of the finite values; bounds are NaN below two values."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, math.nan)
+    mean = float(x.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1, math.nan)
+    sd = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, sd)
+
+
+def t_band(values: Iterable[float]) -> tuple[float, float]:
+    """(low, high) for seaborn's `errorbar=` callable."""
+    ci = t_interval(values)
+    return ci.low, ci.high
+
+
+def complete_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    rows = trials[(trials["status"] == COMPLETE) & trials["round"].notna()].copy()
+    rows["acc_pct"] = rows["test_acc"] * 100.0
+    return rows
+
+
+LEVEL_COLUMNS = GROUP_KEYS + [
+    "round",
+    "n",
+    "weights_remaining_pct",
+    "weights_remaining_spread_pct",
+    "sparsity_pct",
+    "acc_mean_pct",
+    "acc_sd_pct",
+    "acc_ci_low_pct",
+    "acc_ci_high_pct",
+    "best_epoch_mean",
+    "best_epoch_ci_low",
+    "best_epoch_ci_high",
+    "test_loss_mean",
+    "val_loss_best_mean",
+    "skipped_frac",
+]
+
+
+def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per group x round over complete trials."""
+    rows = complete_rows(trials)
+    out = []
+    for key, g in rows.groupby(GROUP_KEYS + ["round"], sort=True, dropna=False):
+        acc, epoch = t_interval(g["acc_pct"]), t_interval(g["best_epoch"])
+        wr = g["weights_remaining"]
+        out.append(
+            (
+                *key,
+                acc.n,
+                wr.mean(),
+                wr.max() - wr.min(),
+                g["sparsity"].mean() * 100.0,
+                acc.mean,
+                acc.sd,
+                acc.low,
+                acc.high,
+                epoch.mean,
+                epoch.low,
+                epoch.high,
+                g["test_loss"].mean(),
+                g["val_loss_best"].mean(),
+                g["skipped"].mean(),
+            )
+        )
+    levels = pd.DataFrame.from_records(out, columns=LEVEL_COLUMNS)
+    return levels.astype({"round": "int64", "n": "int64"})
+
+
+SUMMARY_COLUMNS = GROUP_KEYS + [
+    "n_seeds",
+    "n_incomplete",
+    "rounds",
+    "chance_pct",
+    "dense_acc_mean_pct",
+    "dense_acc_ci_low_pct",
+    "dense_acc_ci_high_pct",
+    "matches_dense_round",
+    "matches_dense_weights_remaining_pct",
+    "matches_dense_sparsity_pct",
+    "best_gain_pp",
+    "best_gain_round",
+    "best_gain_weights_remaining_pct",
+    "chance_collapse_round",
+    "chance_collapse_weights_remaining_pct",
+    "chance_collapse_sparsity_pct",
+    "early_stop_epoch_dense",
+    "early_stop_epoch_min",
+    "early_stop_epoch_min_weights_remaining_pct",
+    "early_stop_epoch_by_level",
+]
+
+
+def fmt_level(wr: float) -> str:
+    """Weights remaining as Frankle & Carbin label it: 100, 51.2, 6.9, 0.92."""
+    if not np.isfinite(wr):
+        return "-"
+    if wr >= 1:
+        return f"{wr:.1f}".rstrip("0").rstrip(".")
+    return f"{wr:.2g}"
+
+
+def matches_dense_level(levels: pd.DataFrame, bound: float) -> pd.Series | None:
+    """The sparsest level of the unbroken run of levels (from round 1) with mean >= bound."""
+    last = None
+    for _, lv in levels[levels["round"] >= 1].sort_values("round").iterrows():
+        if not lv["acc_mean_pct"] >= bound:
+            break
+        last = lv
+    return last
+
+
+def chance_collapse_level(levels: pd.DataFrame, chance_pct: float) -> pd.Series | None:
+    """The first level in round order whose mean accuracy < chance + 5 points."""
+    below = levels[levels["acc_mean_pct"] < chance_pct + CHANCE_MARGIN_PP].sort_values("round")
+    return None if below.empty else below.iloc[0]
+
+
+def _group_summary(key: tuple, lv: pd.DataFrame, chance_pct: float) -> dict:
+    row = dict(zip(GROUP_KEYS, key))
+    row["chance_pct"] = chance_pct
+    lv = lv.sort_values("round")
+    dense = lv[lv["round"] == 0]
+    if dense.empty:
+        return row
+    d = dense.iloc[0]
+    row.update(
+        rounds=int(lv["round"].max()) + 1,
+        dense_acc_mean_pct=d["acc_mean_pct"],
+        dense_acc_ci_low_pct=d["acc_ci_low_pct"],
+        dense_acc_ci_high_pct=d["acc_ci_high_pct"],
+        early_stop_epoch_dense=d["best_epoch_mean"],
+    )
+    bound = d["acc_ci_low_pct"] if d["n"] >= 2 else d["acc_mean_pct"]
+    m = matches_dense_level(lv, bound)
+    if m is not None:
+        row.update(
+            matches_dense_round=m["round"],
+            matches_dense_weights_remaining_pct=m["weights_remaining_pct"],
+            matches_dense_sparsity_pct=m["sparsity_pct"],
+        )
+    sparse = lv[lv["round"] >= 1]
+    if not sparse.empty:
+        best = sparse.loc[sparse["acc_mean_pct"].idxmax()]
+        row.update(
+            best_gain_pp=best["acc_mean_pct"] - d["acc_mean_pct"],
+            best_gain_round=best["round"],
+            best_gain_weights_remaining_pct=best["weights_remaining_pct"],
+        )
+    if np.isfinite(chance_pct):
+        c = chance_collapse_level(lv, chance_pct)
+        if c is not None:
+            row.update(
+                chance_collapse_round=c["round"],
+                chance_collapse_weights_remaining_pct=c["weights_remaining_pct"],
+                chance_collapse_sparsity_pct=c["sparsity_pct"],
+            )
+    if lv["best_epoch_mean"].notna().any():
+        fastest = lv.loc[lv["best_epoch_mean"].idxmin()]
+        row.update(
+            early_stop_epoch_min=fastest["best_epoch_mean"],
+            early_stop_epoch_min_weights_remaining_pct=fastest["weights_remaining_pct"],
+        )
+    row["early_stop_epoch_by_level"] = "; ".join(
+        f"{fmt_level(w)}%: {e:.1f}"
+        for w, e in zip(lv["weights_remaining_pct"], lv["best_epoch_mean"])
+    )
+    return row
+
+
+def chance_pct_of(trials: pd.DataFrame) -> float:
+    classes = trials["num_classes"].dropna()
+    return 100.0 / float(classes.iloc[0]) if len(classes) else math.nan
+
+
+def summarize(trials: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
+    """One row per criterion x prune rate x schedule x control (groups with only incomplete trials too)."""
+    rows = []
+    per_trial = trials.drop_duplicates("trial")
+    for key, g in per_trial.groupby(GROUP_KEYS, sort=True, dropna=False):
+        lv = levels
+        for k, v in zip(GROUP_KEYS, key):
+            lv = lv[lv[k] == v]
+        row = _group_summary(key, lv, chance_pct_of(g))
+        row["n_seeds"] = int((g["status"] == COMPLETE).sum())
+        row["n_incomplete"] = int((g["status"] != COMPLETE).sum())
+        rows.append(row)
+    summary = pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS)
+    return summary.astype({"n_seeds": "int64", "n_incomplete": "int64"})
+
+
+def dense_band(trials: pd.DataFrame) -> Interval:
+    """Dense (round 0) accuracy across seeds: per-seed mean over the given trials first, so trials
+    that share a seed (same dense net under several criteria) count once."""
+    rows = complete_rows(trials)
+    per_seed = rows[rows["round"] == 0].groupby("seed")["acc_pct"].mean()
+    return t_interval(per_seed)

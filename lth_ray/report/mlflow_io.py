@@ -101,14 +101,25 @@ def _experiments(client) -> list:
             return out
 
 
+def _sweep_experiments(client, limit: int = 10) -> str:
+    """Names of the experiments that hold sweep parent runs (for the 'not found' message)."""
+    by_id = {e.experiment_id: e.name for e in _experiments(client)}
+    if not by_id:
+        return ""
+    parents = _search_all(client, list(by_id), _tag_filter(schema.TAG_ROLE, schema.ROLE_SWEEP))
+    names = sorted({by_id[p.info.experiment_id] for p in parents})
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
 def find_sweep(client, experiment: str | None, sweep: str | None) -> SweepRef:
     """The requested sweep, or the newest sweep parent run (of `experiment`, else of the store)."""
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            names = sorted(e.name for e in _experiments(client))
-            known = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-            raise ReportError(f"experiment '{experiment}' not found; known: {known or 'none'}")
+            raise ReportError(
+                f"experiment '{experiment}' not found; experiments with sweeps: "
+                f"{_sweep_experiments(client) or 'none'}"
+            )
         exps = [exp]
     else:
         exps = _experiments(client)

@@ -1,0 +1,6 @@
+"""Throughput benchmark of the training step, the fast path's equivalence check and the precision study.
+
+`python -m lth_ray.bench` (see `__main__`): images/s of the naive reference, the card's ceiling, the
+project's single-trial step and N packed trials, measured in one run, with ratios and a JSON file.
+Ray and MLflow are imported only by the overhead sweep (`overhead`), so the rest runs without them.
+"""

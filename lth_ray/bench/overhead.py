@@ -1,0 +1,204 @@
+"""Ray + MLflow overhead of a short real sweep: its wall time against its trials' own time.
+
+The sweep runs as a subprocess (`python -m lth_ray.sweep`, its own Ray and a fresh MLflow sqlite
+store in a temporary folder, trials one at a time so that times add up), and the trials' per-round
+`train_seconds` (training steps) and `round_seconds` (the whole round in the trial: training,
+evaluation, pruning) are read back from MLflow. Ray and MLflow are imported only here and only when
+this runs, so the throughput benchmark works on machines without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lth_ray import schema
+
+
+def missing_packages() -> list[str]:
+    return [m for m in ("ray", "mlflow") if importlib.util.find_spec(m) is None]
+
+
+def sweep_ablation(
+    device: str, trials: int, epochs: int, rounds: int, gpu: float, quick: bool
+) -> dict[str, Any]:
+    """A small real ablation: Conv-4 on CIFAR-shaped synthetic data (a tiny net in quick mode)."""
+    shape = [3, 16, 16] if quick else [3, 32, 32]
+    return {
+        "name": "bench_overhead",
+        "description": "lth_ray.bench: Ray + MLflow overhead",
+        "seed": 0,
+        "dataset": {
+            "name": "synthetic",
+            "val_size": 100 if quick else 1000,
+            "synthetic_train": 400 if quick else 10_000,
+            "synthetic_test": 100 if quick else 1000,
+            "synthetic_shape": shape,
+        },
+        "model": {
+            "arch": "conv2" if quick else "conv4",
+            "width": 0.125 if quick else 1.0,
+            "padding": "same",
+        },
+        "train": {
+            "batch_size": 50 if quick else 60,
+            "initial": f"{epochs}ep",
+            "retrain": f"{epochs}ep",
+            "device": device,
+        },
+        "prune": {"criterion": "magnitude", "rounds": rounds},
+        "grid": {"seeds": list(range(trials))},
+        "resources": {"cpu": 1, "gpu": gpu},
+        "tune": {"max_concurrent": 1},
+    }
+
+
+def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, float]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+    )
+    out = []
+    for run in runs:
+        row = {"rounds": 0.0, "train_seconds": 0.0, "round_seconds": 0.0}
+        for key in ("train_seconds", "round_seconds"):
+            history = client.get_metric_history(run.info.run_id, key)
+            row[key] = float(sum(m.value for m in history))
+            row["rounds"] = max(row["rounds"], float(len(history)))
+        out.append(row)
+    return out
+
+
+def summarise(
+    wall_s: float, trials: list[dict[str, float]], fit_s: float | None = None
+) -> dict[str, Any]:
+    """Overhead = wall time / the trials' training time - 1, with where the rest of the time went."""
+    train = sum(t["train_seconds"] for t in trials)
+    rounds = sum(t["round_seconds"] for t in trials)
+    out: dict[str, Any] = {
+        "trials": len(trials),
+        "rounds": int(sum(t["rounds"] for t in trials)),
+        "sweep_wall_s": wall_s,
+        "tune_fit_s": fit_s,
+        "sum_train_seconds": train,
+        "sum_round_seconds": rounds,
+    }
+    if train > 0:
+        out["overhead"] = wall_s / train - 1.0  # everything that is not a training step
+        out["overhead_ray_mlflow"] = (
+            wall_s - rounds
+        ) / train  # minus the trials' evaluation/pruning
+        out["in_trial_eval_prune_s"] = rounds - train
+        out["outside_trials_s"] = wall_s - rounds
+    return out
+
+
+def measure_overhead(
+    device: str = "cpu",
+    trials: int = 1,
+    epochs: int = 1,
+    rounds: int = 1,
+    gpu: float = 0.0,
+    quick: bool = False,
+    timeout: float = 600.0,
+    workdir: str | None = None,
+) -> dict[str, Any]:
+    """Run the sweep; returns the overhead summary, or {'skipped': why} / {'error': why}."""
+    missing = missing_packages()
+    if missing:
+        return {"skipped": f"{' and '.join(missing)} not installed here (the sweep needs them)"}
+    with tempfile.TemporaryDirectory(prefix="lth_bench_", dir=workdir) as tmp:
+        folder = Path(tmp)
+        ablation = folder / "bench_overhead.yaml"
+        ablation.write_text(
+            yaml.safe_dump(sweep_ablation(device, trials, epochs, rounds, gpu, quick))
+        )
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "lth_ray.sweep",
+            str(ablation),
+            "--no-report",
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(folder / "tune"),
+            "--num-cpus",
+            str(max(1, min(os.cpu_count() or 1, 4))),
+        ]
+        env = dict(os.environ, LTH_RAY_TMPDIR=os.environ.get("LTH_RAY_TMPDIR", str(folder / "ray")))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return {
+                "skipped": f"the sweep did not finish within {timeout:.0f} s (budget of this run); not measured"
+            }
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-5:])
+            return {"error": f"sweep exited with {proc.returncode}: {tail}"}
+        m = re.search(r"trials complete in ([0-9.]+) s", output)
+        summary = summarise(
+            wall, _read_trials(uri, "bench_overhead"), float(m.group(1)) if m else None
+        )
+        summary.update(
+            device=device,
+            gpu_per_trial=gpu,
+            epochs_per_round=epochs,
+            command="python -m lth_ray.sweep (subprocess)",
+        )
+        return summary
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of session `sid` (Ray puts its workers in process groups of their own)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop the sweep and everything it started: the sweep runs in a session of its own."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=3)
+    for pid in _session_pids(proc.pid):
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=3)

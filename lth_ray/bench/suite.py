@@ -1,0 +1,326 @@
+"""The benchmark run: which cases, measured in one process run, their ratios and the printed table.
+
+All ratios compare numbers measured in the same run on the same device, never a stored figure: the
+naive reference (eager fp32 at batch 60, the plain loop's step), the card's ceiling (the same net at a
+large batch, graphed on CUDA, the fastest precision measured), the project's single-trial step (what
+`train` runs for a default trial here: fp32, graphed on CUDA) and the aggregate of N packed trials.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lth_ray.bench.throughput import StepCase, describe_device, measure, measure_packed
+
+# Targets of issue 5, for one H100 (the printout says whether this run's device met them).
+TARGET_SINGLE_X_NAIVE = 3.0
+TARGET_PACKED_OF_CEILING = 0.5
+TARGET_OVERHEAD = 0.03
+
+
+@dataclass
+class Plan:
+    """What to measure; `quick` shrinks everything so a 2-core CPU finishes in well under a minute."""
+
+    device: torch.device
+    quick: bool = False
+    seconds: float = 3.0  # per measurement
+    width: float = 1.0
+    n_train: int = 45_000
+    batch_size: int = 60
+    ceiling_batch: int = 2048
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "tf32", "bf16"])
+    packed: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
+    sweep: bool = True
+    sweep_trials: int = 2
+    sweep_epochs: int = 2
+    sweep_rounds: int = 1
+    sweep_gpu: float = 0.125
+    budget_s: float | None = None  # quick mode: stop starting work past this many seconds
+
+    @classmethod
+    def for_device(cls, device: torch.device, quick: bool) -> Plan:
+        cuda = device.type == "cuda"
+        if cuda and not quick:
+            return cls(device)
+        if cuda:  # quick on a GPU: the real net, shorter
+            return cls(
+                device, quick=True, seconds=1.0, packed=[1, 4], sweep_trials=1, sweep_epochs=1
+            )
+        if not quick:  # a full run on CPU: the real net, few processes
+            return cls(
+                device,
+                seconds=5.0,
+                n_train=4800,
+                ceiling_batch=512,
+                precisions=["fp32", "bf16"],
+                packed=[1, 2],
+                sweep_trials=1,
+                sweep_epochs=1,
+                sweep_gpu=0.0,
+            )
+        return cls(
+            device,
+            quick=True,
+            seconds=0.6,
+            width=0.125,
+            n_train=960,
+            ceiling_batch=480,
+            precisions=["fp32"],
+            packed=[1, 2],
+            sweep_trials=1,
+            sweep_epochs=1,
+            sweep_gpu=0.0,
+            budget_s=50.0,
+        )
+
+    def cases(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        common = {"width": self.width, "n_train": self.n_train}
+        naive = StepCase(
+            "naive", kind="plain", batch_size=self.batch_size, precision="fp32", **common
+        )
+        single = {
+            p: StepCase(
+                f"single {p}", batch_size=self.batch_size, precision=p, graph=True, **common
+            )
+            for p in self.precisions
+        }
+        if cuda and "bf16" in self.precisions:
+            single["bf16+cl"] = StepCase(
+                "single bf16+cl",
+                batch_size=self.batch_size,
+                precision="bf16",
+                channels_last=True,
+                **common,
+            )
+        extra = (
+            [StepCase("eager program fp32", batch_size=self.batch_size, graph=False, **common)]
+            if cuda
+            else []
+        )
+        ceiling_n = max(self.n_train, self.ceiling_batch * 4)
+        ceiling = (
+            [
+                StepCase(
+                    "ceiling bf16+cl",
+                    batch_size=self.ceiling_batch,
+                    precision="bf16",
+                    channels_last=True,
+                    width=self.width,
+                    n_train=ceiling_n,
+                ),
+                StepCase(
+                    "ceiling bf16",
+                    batch_size=self.ceiling_batch,
+                    precision="bf16",
+                    width=self.width,
+                    n_train=ceiling_n,
+                ),
+                StepCase(
+                    "ceiling tf32",
+                    batch_size=self.ceiling_batch,
+                    precision="tf32",
+                    width=self.width,
+                    n_train=ceiling_n,
+                ),
+            ]
+            if cuda
+            else [
+                StepCase(
+                    f"ceiling {p}",
+                    batch_size=self.ceiling_batch,
+                    precision=p,
+                    width=self.width,
+                    n_train=ceiling_n,
+                )
+                for p in (["fp32", "bf16"] if not self.quick else ["fp32"])
+            ]
+        )
+        return {"naive": naive, "single": single, "extra": extra, "ceiling": ceiling}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def run(plan: Plan, log=print) -> dict[str, Any]:
+    """Measure everything in the plan; returns the JSON-ready result (rows, ratios, overhead)."""
+    t_start = time.perf_counter()
+    dev = plan.device
+    cases = plan.cases()
+    out: dict[str, Any] = {"device": describe_device(dev), "plan": _plan_dict(plan), "rows": []}
+    log(
+        f"lth_ray.bench on {out['device']['name']} (torch {torch.__version__}); Conv-4 width {plan.width}, 3x32x32 random inputs, {plan.n_train} images resident"
+    )
+
+    def row(kind: str, result: dict[str, Any], processes: int = 1) -> dict[str, Any]:
+        r = {"kind": kind, "processes": processes, **result}
+        out["rows"].append(r)
+        mem = f", {r['peak_reserved_mib']:.0f} MiB reserved" if "peak_reserved_mib" in r else ""
+        log(
+            f"  {r['case']['name']:<22} {r.get('label', ''):<40} {r.get('images_per_s', 0):>10,.0f} images/s{mem}"
+        )
+        return r
+
+    naive = row("naive", measure(cases["naive"], dev, plan.seconds))
+    singles = {p: row("single", measure(c, dev, plan.seconds)) for p, c in cases["single"].items()}
+    for c in cases["extra"]:
+        row("extra", measure(c, dev, plan.seconds))
+    ceilings = [row("ceiling", measure(c, dev, plan.seconds)) for c in cases["ceiling"]]
+    ceiling = max(ceilings, key=lambda r: r["images_per_s"])
+    default = singles.get("fp32") or next(iter(singles.values()))
+    fastest_key = max(singles, key=lambda p: singles[p]["images_per_s"])
+
+    packed_cases = [cases["single"].get("fp32") or next(iter(cases["single"].values()))]
+    if cases["single"][fastest_key] not in packed_cases:
+        packed_cases.append(cases["single"][fastest_key])
+    packed: list[dict[str, Any]] = []
+    for case in packed_cases:
+        for n in plan.packed:
+            if plan.budget_s is not None and time.perf_counter() - t_start > plan.budget_s - 15:
+                log(f"  packed x{n} {case.name}: skipped (quick-mode time budget)")
+                continue
+            res = measure_packed(case, n, dev, plan.seconds)
+            res.setdefault("case", {"name": case.name})
+            if "error" in res:
+                log(f"  packed x{n} {case.name}: failed: {res['error']}")
+                out["rows"].append({"kind": "packed", **res})
+                continue
+            res["case"] = {
+                **res["case"],
+                "name": f"packed x{n} {case.precision}{'+cl' if case.channels_last else ''}",
+            }
+            packed.append(row("packed", res, n))
+
+    n_iy = naive["images_per_s"]
+    c_iy = ceiling["images_per_s"]
+    ratios: dict[str, Any] = {
+        "single_vs_naive": _ratio(default["images_per_s"], n_iy),
+        "single_vs_ceiling": _ratio(default["images_per_s"], c_iy),
+        "fastest_single": fastest_key,
+        "fastest_single_vs_naive": _ratio(singles[fastest_key]["images_per_s"], n_iy),
+        "fastest_single_vs_ceiling": _ratio(singles[fastest_key]["images_per_s"], c_iy),
+        "packed": [
+            {
+                "name": p["case"]["name"],
+                "processes": p["processes"],
+                "vs_naive": _ratio(p["images_per_s"], n_iy),
+                "vs_ceiling": _ratio(p["images_per_s"], c_iy),
+            }
+            for p in packed
+        ],
+    }
+    best_packed = max(packed, key=lambda p: p["images_per_s"], default=None)
+    ratios["best_packed"] = best_packed["case"]["name"] if best_packed else None
+    ratios["best_packed_vs_ceiling"] = (
+        _ratio(best_packed["images_per_s"], c_iy) if best_packed else None
+    )
+    out.update(
+        naive=naive["images_per_s"],
+        ceiling=c_iy,
+        ceiling_case=ceiling["case"]["name"],
+        single=default["images_per_s"],
+        ratios=ratios,
+    )
+    if dev.type == "cuda":
+        out["memory_per_trial_mib"] = {
+            "single_peak_reserved": default.get("peak_reserved_mib"),
+            "packed": {p["case"]["name"]: p.get("device_mib_per_trial") for p in packed},
+        }
+
+    if plan.sweep:
+        from lth_ray.bench.overhead import measure_overhead
+
+        timeout = 600.0
+        if plan.budget_s is not None:
+            timeout = plan.budget_s - (time.perf_counter() - t_start)
+        if timeout < 12:
+            out["overhead"] = {
+                "skipped": f"only {max(timeout, 0):.0f} s of the quick-mode budget left; not measured"
+            }
+        else:
+            log(
+                f"  sweep (Ray + MLflow overhead): {plan.sweep_trials} trial(s), {plan.sweep_rounds + 1} rounds of {plan.sweep_epochs} epoch(s) ..."
+            )
+            out["overhead"] = measure_overhead(
+                device=dev.type,
+                trials=plan.sweep_trials,
+                epochs=plan.sweep_epochs,
+                rounds=plan.sweep_rounds,
+                gpu=plan.sweep_gpu if dev.type == "cuda" else 0.0,
+                quick=plan.quick,
+                timeout=timeout,
+            )
+    else:
+        out["overhead"] = {"skipped": "--no-sweep"}
+    out["elapsed_s"] = time.perf_counter() - t_start
+    return out
+
+
+def _plan_dict(plan: Plan) -> dict[str, Any]:
+    d = dict(vars(plan))
+    d["device"] = str(plan.device)
+    return d
+
+
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v is not None else "n/a"
+
+
+def _met(value: float | None, target: float, higher: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if (value >= target if higher else value <= target) else "not met"
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    """The table and the ratio lines (every ratio line contains the word 'ratio')."""
+    dev = result["device"]
+    naive, ceiling = result["naive"], result["ceiling"]
+    lines = [
+        f"device: {dev['name']} | torch {dev['torch']}"
+        + (f" | CUDA {dev.get('cuda')}" if dev["type"] == "cuda" else ""),
+        f"{'case':<24} {'how':<42} {'procs':>5} {'images/s':>12} {'x naive':>8} {'of ceiling':>10} {'MiB/trial':>9}",
+    ]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"{r['case'].get('name', r['kind']):<24} failed: {r['error']}")
+            continue
+        mib = r.get("device_mib_per_trial", r.get("peak_reserved_mib"))
+        lines.append(
+            f"{r['case']['name']:<24} {r.get('label', ''):<42} {r['processes']:>5} {r['images_per_s']:>12,.0f} "
+            f"{r['images_per_s'] / naive:>7.2f}x {r['images_per_s'] / ceiling:>10.2f} {'' if mib is None else f'{mib:9.0f}'}"
+        )
+    q = result["ratios"]
+    on = f"on {dev['name']}"
+    lines += [
+        f"single-trial step / naive reference ratio: {_x(q['single_vs_naive'])} (H100 target >= {TARGET_SINGLE_X_NAIVE:g}x: {_met(q['single_vs_naive'], TARGET_SINGLE_X_NAIVE)} {on})",
+        f"single-trial step / ceiling ratio: {q['single_vs_ceiling']:.2f} (ceiling = {result['ceiling_case']}, {ceiling:,.0f} images/s)",
+        f"fastest single trial ({q['fastest_single']}) / naive ratio: {_x(q['fastest_single_vs_naive'])}; / ceiling ratio: {q['fastest_single_vs_ceiling']:.2f}",
+    ]
+    for p in q["packed"]:
+        lines.append(
+            f"{p['name']} aggregate / naive ratio: {_x(p['vs_naive'])}; / ceiling ratio: {p['vs_ceiling']:.2f}"
+        )
+    if q["best_packed"]:
+        lines.append(
+            f"best packed ({q['best_packed']}) / ceiling ratio: {q['best_packed_vs_ceiling']:.2f} "
+            f"(H100 target >= {TARGET_PACKED_OF_CEILING:g}: {_met(q['best_packed_vs_ceiling'], TARGET_PACKED_OF_CEILING)} {on})"
+        )
+    o = result.get("overhead", {})
+    if "overhead" in o:
+        lines.append(
+            f"Ray + MLflow overhead ratio (sweep wall {o['sweep_wall_s']:.1f} s / trials' training {o['sum_train_seconds']:.1f} s - 1): "
+            f"{100 * o['overhead']:.1f}% (target <= {100 * TARGET_OVERHEAD:g}%: {_met(o['overhead'], TARGET_OVERHEAD, higher=False)} {on}); "
+            f"outside the trials {o['outside_trials_s']:.1f} s, evaluation+pruning inside them {o['in_trial_eval_prune_s']:.1f} s"
+        )
+    else:
+        lines.append(
+            f"Ray + MLflow overhead ratio: not measured ({o.get('skipped') or o.get('error', 'no sweep')})"
+        )
+    return lines

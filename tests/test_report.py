@@ -347,3 +347,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("lth_ray.report: error: no MLflow store at") and "\n" not in err
     assert not (tmp_path / "none.db").exists()  # no stray store created
+
+
+def test_mid_sweep_with_only_incomplete_trials(tmp_path):
+    """A report taken while everything still runs: no statistics, points marked, no crash."""
+    uri = store_uri(tmp_path)
+    running = [
+        Trial("magnitude", 0, [0.75, 0.70], status="RUNNING", rounds_total=ROUNDS),
+        Trial("stability", 0, [], status="RUNNING", rounds_total=ROUNDS),
+    ]
+    log_sweep(uri, "mid", "sw-mid", running)
+    report = build_report(uri, out_dir=tmp_path / "out")
+    assert list(report.summary["n_seeds"]) == [0, 0]
+    assert list(report.summary["n_incomplete"]) == [1, 1]
+    assert report.summary["dense_acc_mean_pct"].isna().all() and report.levels.empty
+    assert any("2 group(s) with no complete trial yet" in w for w in report.warnings)
+    fig = report.figures["accuracy_vs_weights"]
+    ax = fig.axes[0]
+    assert _series(ax) == {} and "no complete trial yet" in fig._suptitle.get_text()
+    (marks,) = [c for c in ax.collections if c.get_gid() == "incomplete:magnitude"]
+    assert sorted(map(tuple, np.round(marks.get_offsets(), 6))) == [(80.0, 70.0), (100.0, 75.0)]
+    assert marks.get_label() == "magnitude"  # no line names the colour: the markers do
+    md = (report.out_dir / "summary.md").read_text()
+    assert "| magnitude | 20% | iterative | none | 0 (+1 incomplete) | – |" in md

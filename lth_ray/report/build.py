@@ -42,12 +42,13 @@ def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataF
             f"{len(inc)} incomplete trial(s) ({', '.join(f'{n} {s}' for s, n in states.items())}): "
             "listed in summary.md, marked x in plots, not in the statistics"
         )
-    for _, s in summary.iterrows():
-        name = "/".join(f"{s[k]}" for k in GROUP_KEYS)
-        if s["n_seeds"] == 0:
-            out.append(f"{name}: no complete trial yet: no statistics")
-        elif s["n_seeds"] == 1:
-            out.append(f"{name}: only 1 complete seed: lines without confidence bands")
+    names = summary[GROUP_KEYS].astype(str).agg("/".join, axis=1)
+    for n, what in ((0, "no complete trial yet: no statistics"),
+                    (1, "only 1 complete seed: lines without confidence bands")):  # fmt: skip
+        hit = list(names[summary["n_seeds"] == n])
+        if hit:
+            shown = ", ".join(hit[:6]) + (", ..." if len(hit) > 6 else "")
+            out.append(f"{len(hit)} group(s) with {what} ({shown})")
     if trials["num_classes"].isna().all():
         out.append("no trial has the lth_ray.num_classes tag: no chance line or collapse level")
     wide = levels[levels["weights_remaining_spread_pct"] > 0.01 * levels["weights_remaining_pct"]]
@@ -110,13 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", help="sweep id (tag lth_ray.sweep); default: the newest sweep")
     parser.add_argument("--out", help="output folder (default: reports/<sweep>/)")
     args = parser.parse_args(argv)
+    # The CLI owns the console: warnings logged by build_report print once, as "warning: ...".
+    logger = logging.getLogger("lth_ray.report")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
         report = build_report(args.tracking_uri, args.experiment, args.sweep, args.out)
     except ReportError as e:
         print(f"lth_ray.report: error: {e}", file=sys.stderr)
         return 2
-    for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
     n = report.trials["trial"].nunique()
     print(f"report of {n} trials written to {report.out_dir} ({len(report.files)} files)")
     return 0

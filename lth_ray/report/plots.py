@@ -195,8 +195,13 @@ def _draw_panel(
                 zorder=3,
             )
             pts.set_gid(f"incomplete:{h}")
+            if h not in hues:  # no line names this colour: the markers carry the name
+                pts.set_label(labels.get(h, str(h)))
     ax.set_title(panel.title)
-    format_weights_axis(ax, tick_series(lv), span)
+    ticks = tick_series(lv) or tick_series(
+        inc.rename(columns={"weights_remaining": "weights_remaining_pct"})
+    )
+    format_weights_axis(ax, ticks, span)
 
 
 def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
@@ -207,13 +212,18 @@ def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
         for h, name in zip(*ax.get_legend_handles_labels()):
             if name not in seen:
                 seen[name] = h
-                (series if str(h.get_gid()).startswith("series:") else refs).append(name)
+                gid = str(h.get_gid())
+                (series if gid.startswith(("series:", "incomplete:")) else refs).append(name)
     names = series + refs
     handles = [seen[n] for n in names]
     if has_incomplete:
         handles.append(Line2D([], [], ls="", marker="x", color="0.2", markersize=6))
         names.append("incomplete trial\n(not in mean)")
     fig.legend(handles, names, loc="outside right center", frameon=False)
+
+
+def _has_data(panel: Panel) -> bool:
+    return not panel.levels.empty or not panel.incomplete.empty
 
 
 def _figure(
@@ -225,7 +235,9 @@ def _figure(
     palette: dict,
     labels: dict,
     reference: bool = True,
-) -> Figure:
+) -> Figure | None:
+    if not any(_has_data(p) for p in panels):  # e.g. a sweep whose trials have no round yet
+        return None
     nrows = math.ceil(len(panels) / ncols)
     with rc_context(STYLE), sns.axes_style("whitegrid"):
         fig = Figure(figsize=(3.4 + 4.8 * ncols, 1.0 + 3.9 * nrows), layout="constrained")
@@ -261,7 +273,8 @@ def _acc_ylim(ax, panels: list[Panel]) -> None:
     values += [p.dense.high if p.dense and np.isfinite(p.dense.high) else np.nan for p in panels]
     lows = [v for p in panels for v in p.levels["acc_ci_low_pct"].fillna(p.levels["acc_mean_pct"])]
     lows += [p.chance_pct for p in panels]
-    top, bottom = np.nanmax(values), np.nanmin(lows)
+    top = max((v for v in values if np.isfinite(v)), default=math.nan)
+    bottom = min((v for v in lows if np.isfinite(v)), default=math.nan)
     if np.isfinite(top) and np.isfinite(bottom):
         ax.set_ylim(max(0.0, bottom - 4), min(100.0, top + 4))
 
@@ -306,7 +319,8 @@ class FigureBuilder:
         self.criteria = sorted(trials["criterion"].dropna().unique())
         self.palette = criterion_palette(self.criteria)
         self.rates = sorted(trials["prune_rate"].dropna().unique())
-        self.seeds = trials.loc[trials["status"] == COMPLETE, "seed"].nunique()
+        per_group = levels.groupby(GROUP_KEYS)["n"].max() if not levels.empty else pd.Series()
+        self.max_seeds = int(per_group.max()) if len(per_group) else 0
 
     def _panel(self, title: str, hue: str, **eq) -> Panel:
         trials = _select(self.trials, **eq)
@@ -316,7 +330,9 @@ class FigureBuilder:
         return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials))
 
     def _subtitle(self, what: str) -> str:
-        band = "bands: 95% t-interval across seeds" if self.seeds > 1 else "1 seed: no bands"
+        if self.max_seeds == 0:
+            return f"{what} — sweep {self.sweep}\nno complete trial yet: incomplete trials only"
+        band = "bands: 95% t-interval across seeds" if self.max_seeds > 1 else "1 seed: no bands"
         return f"{what} — sweep {self.sweep}\nlines: mean of complete trials; {band}"
 
     def _by_rate(self, hue_filter: dict, hue: str) -> list[Panel]:
@@ -382,8 +398,8 @@ class FigureBuilder:
             for r in self.rates
         ]
         ncols = len(self.rates)  # rows = criteria, columns = prune rates
-        if any(p.levels.empty and p.incomplete.empty for p in panels):
-            panels = [p for p in panels if not p.levels.empty or not p.incomplete.empty]
+        if not all(_has_data(p) for p in panels):
+            panels = [p for p in panels if _has_data(p)]
             ncols = min(len(panels), 3)
         if not panels:
             return None
@@ -422,7 +438,7 @@ class FigureBuilder:
         }
         labels = {r: f"{r * 100:g}% per round" for r in self.rates}
         panels = [self._panel(c, "prune_rate", criterion=c, **f) for c in self.criteria]
-        panels = [p for p in panels if not p.levels.empty or not p.incomplete.empty]
+        panels = [p for p in panels if _has_data(p)]
         return _figure(
             panels,
             min(len(panels), 3),

@@ -44,7 +44,6 @@ STYLE = {
     "axes.titlesize": 11,
     "axes.labelsize": 10,
     "legend.fontsize": 8.5,
-    "svg.hashsalt": "lth_ray",
 }
 
 
@@ -352,14 +351,13 @@ class FigureBuilder:
         if not f:
             return None
         panels = self._by_rate(f, "criterion")
+        schedule = SCHEDULE_LABELS.get(f["schedule"], f["schedule"])
         return _figure(
             panels,
             len(panels),
             "acc_mean_pct",
             ACC_LABEL,
-            self._subtitle(
-                f"Test accuracy vs weights remaining ({SCHEDULE_LABELS.get(f['schedule'], f['schedule'])} pruning)"
-            ),
+            self._subtitle(f"Test accuracy vs weights remaining ({schedule} pruning)"),
             self.palette,
             {},
         )
@@ -467,13 +465,3 @@ def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
         fig.savefig(paths[0], dpi=PNG_DPI, metadata={"Software": None})
         fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
     return paths
-
-
-__all__ = [
-    "FigureBuilder",
-    "Panel",
-    "format_weights_axis",
-    "save_figure",
-    "weight_ticks",
-    "GROUP_KEYS",
-]

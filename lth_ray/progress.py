@@ -33,6 +33,7 @@ class SweepProgress(tune.Callback):
         pending_timeout_s: float = 300.0,
         has_resources: Callable[[], bool] | None = None,
         write: Callable[[str], None] | None = None,
+        done_before: dict[str, int] | None = None,
     ) -> None:
         self.n_trials = n_trials
         self.rounds_per_trial = rounds_per_trial  # trial name -> rounds a complete trial runs
@@ -41,9 +42,12 @@ class SweepProgress(tune.Callback):
         self.has_resources = has_resources
         self.write = write or (lambda line: print(line, file=sys.stdout, flush=True))
         self.start = time.monotonic()
-        self.rounds_done: dict[str, int] = {}
-        self.rounds_at_start: dict[str, int] = {}
-        self.finished: set[str] = set()
+        # rounds finished by an earlier, interrupted run of this sweep (--resume)
+        self.rounds_done: dict[str, int] = dict(done_before or {})
+        self.rounds_at_start: dict[str, int] = dict(self.rounds_done)
+        self.finished: set[str] = {
+            k for k, v in self.rounds_done.items() if v >= rounds_per_trial.get(k, v + 1)
+        }
         self.failed: set[str] = set()
         self.idle_since: float | None = None
 
@@ -60,7 +64,7 @@ class SweepProgress(tune.Callback):
         name = str(trial)
         rounds = int(result.get("rounds_done", 0))
         if name not in self.rounds_at_start:
-            self.rounds_at_start[name] = rounds - 1  # restored trials have rounds from earlier runs
+            self.rounds_at_start[name] = rounds - 1  # the first result of this run is one new round
         self.rounds_done[name] = rounds
         total = self.rounds_per_trial.get(name, rounds)
         if rounds >= total:

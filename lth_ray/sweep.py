@@ -37,6 +37,7 @@ from lth_ray.tracking import (  # noqa: E402
     new_sweep_id,
     prepare_sweep,
     resolve_tracking_uri,
+    rounds_done,
     set_sweep_status,
 )
 
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds_per_trial={trial_key(t): t.prune.rounds + 1 for t in trials},
         pending_timeout_s=args.pending_timeout,
         has_resources=lambda: not (gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0),
+        done_before=rounds_done(ctx) if args.resume else None,
     )
     threads = max(1, int(spec.resources.cpu))
     run_config = tune.RunConfig(

@@ -150,6 +150,19 @@ def find_sweep(
     )
 
 
+def rounds_done(ctx: SweepContext) -> dict[str, int]:
+    """Rounds each trial of the sweep has logged so far (to show true progress on --resume)."""
+    client = MlflowClient(ctx.tracking_uri)
+    query = f"tags.`{schema.TAG_SWEEP}` = '{ctx.sweep_id}' and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+    runs = retry(
+        lambda: client.search_runs([ctx.experiment_id], query, max_results=50000), "list trials"
+    )
+    return {
+        r.data.tags[schema.TAG_TRIAL]: int(r.data.tags.get(schema.TAG_ROUNDS_DONE, "0"))
+        for r in runs
+    }
+
+
 def set_sweep_status(ctx: SweepContext, status: str, **tags: str) -> None:
     client = MlflowClient(ctx.tracking_uri)
     for k, v in tags.items():
@@ -201,6 +214,8 @@ class TrialRun:
     ) -> None:
         self.ctx, self.cfg = ctx, cfg
         self.client = MlflowClient(ctx.tracking_uri)
+        if run_id is None:  # died before its first checkpoint? then its run exists already
+            run_id = self._existing_run(trial_key(cfg))
         if run_id is None:
             run = retry(
                 lambda: self.client.create_run(
@@ -221,6 +236,17 @@ class TrialRun:
             )
             self.logged_rounds = {int(m.step) for m in history}
         self._monitor = None
+
+    def _existing_run(self, key: str) -> str | None:
+        query = (
+            f"tags.`{schema.TAG_SWEEP}` = '{self.ctx.sweep_id}' and tags.`{schema.TAG_TRIAL}` = '{key}'"
+            f" and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+        )
+        runs = retry(
+            lambda: self.client.search_runs([self.ctx.experiment_id], query, max_results=1),
+            "find trial run",
+        )
+        return runs[0].info.run_id if runs else None
 
     def start_system_metrics(self) -> None:
         """MLflow's CPU/GPU/memory sampler for this run (needs psutil; GPU via pynvml where present)."""

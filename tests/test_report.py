@@ -191,7 +191,10 @@ def test_accuracy_figure_content(report):
     assert len(axes) == 1
     ax = axes[0]
     assert "Test accuracy vs weights remaining" in fig._suptitle.get_text()
-    assert "sw1" in fig._suptitle.get_text()
+    assert (
+        "sw1" in fig._suptitle.get_text()
+        and "95% t-interval across n=3 seeds" in fig._suptitle.get_text()
+    )
     assert ax.get_ylabel() == "Test accuracy (%)"
     assert ax.get_xlabel() == "Weights remaining (%, log scale)"
     assert ax.get_xscale() == "log"

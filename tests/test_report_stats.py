@@ -10,6 +10,7 @@ import pytest
 
 from lth_ray.report.plots import weight_ticks
 from lth_ray.report.stats import (
+    accuracy_interval,
     chance_collapse_level,
     dense_band,
     fmt_level,
@@ -34,6 +35,13 @@ def test_t_interval_matches_the_textbook_formula():
     one = t_interval([0.7])
     assert one.mean == 0.7 and math.isnan(one.low) and math.isnan(one.high)
     assert t_interval([]).n == 0
+
+
+def test_accuracy_intervals_stay_within_0_and_100_percent():
+    ci = accuracy_interval([99.0, 100.0])  # t(0.975, 1) = 12.7: the raw interval passes 100
+    assert t_interval([99.0, 100.0]).high > 100
+    assert ci.high == 100.0 and ci.low == pytest.approx(99.5 - T_975[1] * 0.5)
+    assert accuracy_interval([1.0, 3.0]).low == 0.0
 
 
 def _levels(accs: list[float]) -> pd.DataFrame:

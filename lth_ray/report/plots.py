@@ -28,6 +28,7 @@ from lth_ray.report.tidy import COMPLETE
 PNG_DPI = 150
 MAX_TICK_LABELS = 8
 BAND_ALPHA = 0.2
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHED = {"one_shot", "reinit"}  # the baseline of a comparison is drawn dashed
 VARIANT_COLORS = {
     "iterative": (0.1, 0.1, 0.1),
@@ -166,6 +167,9 @@ def _draw_panel(
                 ):
                     line.set_label(labels.get(h, str(h)))
                     line.set_gid(f"series:{h}")
+                    i = hues.index(h)  # shapes and shrinking sizes keep coinciding series visible
+                    line.set_marker(MARKERS[i % len(MARKERS)])
+                    line.set_markersize(max(7.0 - 1.0 * i, 3.5))
                     if h in DASHED:
                         line.set_linestyle((0, (4, 2)))
         for h in hues:
@@ -295,7 +299,10 @@ def _select(df: pd.DataFrame, **eq) -> pd.DataFrame:
 
 
 def criterion_palette(criteria: Sequence[str]) -> dict:
-    colors = sns.color_palette("colorblind", max(len(criteria), 1))
+    """Fixed colours by sorted name; seaborn's colorblind palette with its orange and vermillion
+    kept apart (purple comes fourth), so four criteria stay easy to tell apart."""
+    base = sns.color_palette("colorblind", 10)
+    colors = [base[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)]
     return {c: colors[i % len(colors)] for i, c in enumerate(sorted(criteria))}
 
 
@@ -320,6 +327,7 @@ class FigureBuilder:
         self.rates = sorted(trials["prune_rate"].dropna().unique())
         per_group = levels.groupby(GROUP_KEYS)["n"].max() if not levels.empty else pd.Series()
         self.max_seeds = int(per_group.max()) if len(per_group) else 0
+        self.min_seeds = int(per_group.min()) if len(per_group) else 0
 
     def _panel(self, title: str, hue: str, **eq) -> Panel:
         trials = _select(self.trials, **eq)
@@ -331,7 +339,16 @@ class FigureBuilder:
     def _subtitle(self, what: str) -> str:
         if self.max_seeds == 0:
             return f"{what} — sweep {self.sweep}\nno complete trial yet: incomplete trials only"
-        band = "bands: 95% t-interval across seeds" if self.max_seeds > 1 else "1 seed: no bands"
+        n = (
+            f"{self.min_seeds}"
+            if self.min_seeds == self.max_seeds
+            else f"{self.min_seeds}-{self.max_seeds}"
+        )
+        band = (
+            f"bands: 95% t-interval across n={n} seeds"
+            if self.max_seeds > 1
+            else "1 seed: no bands"
+        )
         return f"{what} — sweep {self.sweep}\nlines: mean of complete trials; {band}"
 
     def _by_rate(self, hue_filter: dict, hue: str) -> list[Panel]:

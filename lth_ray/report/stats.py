@@ -2,7 +2,8 @@
 
 Definitions (also in the package docstring and the README):
 - 95% CI: Student t-interval across seeds, mean +- t_{0.975, n-1} * s / sqrt(n), s the sample standard
-  deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band).
+  deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band). Accuracy
+  bounds are clipped to [0, 100]% (few seeds give wide intervals: t_{0.975,1} = 12.7).
 - Only complete trials enter the statistics, so every level of a group has the same seeds; incomplete
   trials are listed and marked separately, never averaged in.
 - A level is a pruning round; its weights remaining is the mean over seeds (rounds a criterion skips can
@@ -16,6 +17,7 @@ Definitions (also in the package docstring and the README):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,10 +56,12 @@ def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Inter
     return Interval(mean, mean - half, mean + half, n, sd)
 
 
-def t_band(values: Iterable[float]) -> tuple[float, float]:
-    """(low, high) for seaborn's `errorbar=` callable."""
-    ci = t_interval(values)
-    return ci.low, ci.high
+def accuracy_interval(values_pct: Iterable[float]) -> Interval:
+    """t-interval of accuracies in %, bounds clipped to the possible range [0, 100]."""
+    ci = t_interval(values_pct)
+    return (
+        dataclasses.replace(ci, low=max(ci.low, 0.0), high=min(ci.high, 100.0)) if ci.n > 1 else ci
+    )
 
 
 def complete_rows(trials: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +94,7 @@ def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
     rows = complete_rows(trials)
     out = []
     for key, g in rows.groupby(GROUP_KEYS + ["round"], sort=True, dropna=False):
-        acc, epoch = t_interval(g["acc_pct"]), t_interval(g["best_epoch"])
+        acc, epoch = accuracy_interval(g["acc_pct"]), t_interval(g["best_epoch"])
         wr = g["weights_remaining"]
         out.append(
             (
@@ -242,4 +246,4 @@ def dense_band(trials: pd.DataFrame) -> Interval:
     that share a seed (same dense net under several criteria) count once."""
     rows = complete_rows(trials)
     per_seed = rows[rows["round"] == 0].groupby("seed")["acc_pct"].mean()
-    return t_interval(per_seed)
+    return accuracy_interval(per_seed)

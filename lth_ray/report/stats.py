@@ -1,6 +1,6 @@
 """Statistics across seeds: per-level t-intervals and the per-group summary (pure pandas/scipy).
 
-Definitions (also in the package docstring and the README):
+Definitions (the README repeats them; summary.md states them in one paragraph):
 - 95% CI: Student t-interval across seeds, mean +- t_{0.975, n-1} * s / sqrt(n), s the sample standard
   deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band). Accuracy
   bounds are clipped to [0, 100]% (few seeds give wide intervals: t_{0.975,1} = 12.7).

@@ -60,7 +60,7 @@ def test_smoke_sweep_with_a_killed_trial(workdir, monkeypatch):
     monkeypatch.setenv("LTH_RAY_FAULT", f"{victim}@2")
     monkeypatch.setenv("LTH_RAY_FAULT_MARKER", str(marker))
     t0 = time.monotonic()
-    rc = sweep.main([str(SMOKE), "--num-cpus", "2", "--no-report"])
+    rc = sweep.main([str(SMOKE), "--num-cpus", "2"])
     elapsed = time.monotonic() - t0
     assert rc == 0
     assert marker.exists(), "the fault hook did not fire"
@@ -75,6 +75,9 @@ def test_smoke_sweep_with_a_killed_trial(workdir, monkeypatch):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert len(kids) == len(trials)
+    # the report ran at the end and is attached to the parent run
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/summary.md", "report/trials.csv", "report/accuracy_vs_weights.png"} <= report
     for run in kids:
         tags = run.data.tags
         t = trials[tags[schema.TAG_TRIAL]]

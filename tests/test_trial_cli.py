@@ -52,7 +52,7 @@ def test_index_and_list(tmp_path, capsys):
     abl = str(ROOT / "ablations" / "smoke.yaml")
     assert trial_cli.main([abl, "--list"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 8 and "stability-s1" in listing[3]
+    assert len(listing) == 10 and "stability-s1" in listing[3] and "reinit" in listing[-1]
     assert trial_cli.main([abl, "--index", "99"]) == 2
     assert "--index" in capsys.readouterr().err
 

@@ -55,6 +55,7 @@ class FastPathOptions:
     )
     eval_batch_size: int = 2500  # evaluation batch: at least this, at least spec.eval_batch_size
     warmup: int = 3  # eager steps before capture (lazy optimizer state, cuDNN/cuBLAS plans)
+    capturable: bool | None = None  # Adam state on the device; None = when graphed (checks set it)
 
 
 def graph_available(device: torch.device) -> bool:
@@ -227,7 +228,12 @@ def build_program(
         raise ValueError(
             f"FastPathOptions(graph=True) needs a CUDA device; the model is on {device}"
         )
-    optimizer = make_fast_optimizer(model.parameters(), spec, capturable=graph)
+    capturable = graph if options.capturable is None else options.capturable
+    optimizer = make_fast_optimizer(
+        model.parameters(), spec, capturable=capturable and device.type == "cuda"
+    )
+    if capturable and not graph:  # a check runs the captured math eagerly on purpose: no warning
+        optimizer._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]
     program = StepProgram(
         model, masks, data.train_x, data.train_y, spec, optimizer, batch_size, options.channels_last
     )

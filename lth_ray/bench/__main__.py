@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--width", type=float, help="Conv-4 width multiplier")
     g.add_argument("--n-train", type=int, help="training images resident per trial")
     g.add_argument("--ceiling-batch", type=int, help="batch size of the ceiling")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per trial (default 1, as a sweep trial with resources.cpu: 1)",
+    )
     g.add_argument("--no-sweep", action="store_true", help="skip the Ray + MLflow overhead sweep")
     g.add_argument("--sweep-trials", type=int)
     g.add_argument("--sweep-epochs", type=int)
@@ -113,6 +118,7 @@ def main_bench(args: argparse.Namespace) -> int:
         ("sweep_epochs", args.sweep_epochs),
         ("sweep_rounds", args.sweep_rounds),
         ("sweep_gpu", args.sweep_gpu),
+        ("threads", args.threads),
     ):
         if value is not None:
             setattr(plan, attr, value)
@@ -131,23 +137,19 @@ def main_bench(args: argparse.Namespace) -> int:
 
 
 def main_check(args: argparse.Namespace) -> int:
-    from lth_ray.bench.check import run_checks
+    from lth_ray.bench.check import format_check, run_checks
 
     device = resolve(args.device)
+    torch.set_num_threads(args.threads or 1)
     if device.type != "cuda":
         print(
-            "note: no CUDA device: this checks the eager fast path against the plain loop, not the graph"
+            "note: no CUDA device: checks the eager fast path against the plain loop, not the graph"
         )
     precisions = tuple(_names(args.precisions)) if args.precisions else ("fp32", "tf32", "bf16")
     t0 = time.perf_counter()
     results = run_checks(device, precisions)
     for r in results:
-        print(
-            f"{'OK  ' if r['ok'] else 'FAIL'} {r['precision']:>4} drop_last={r['drop_last']!s:<5} "
-            f"max rel weight diff {r['max_rel_weight_diff']:.2e} (tol {r['tolerance']:.0e}), "
-            f"train loss diff {r['max_train_loss_diff']:.2e}, pruned zero {r['pruned_weights_zero']}, "
-            f"plain {r['plain_images_per_s']:,.0f} vs fast {r['fast_images_per_s']:,.0f} images/s"
-        )
+        print(format_check(r))
     print(f"elapsed {time.perf_counter() - t0:.1f} s")
     _write(
         args.out or "check.json",

@@ -41,6 +41,7 @@ class Plan:
     sweep_rounds: int = 1
     sweep_gpu: float = 0.125
     budget_s: float | None = None  # quick mode: stop starting work past this many seconds
+    threads: int = 1  # CPU threads per trial (a sweep trial with resources.cpu: 1 gets one)
 
     @classmethod
     def for_device(cls, device: torch.device, quick: bool) -> Plan:
@@ -152,6 +153,7 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
     """Measure everything in the plan; returns the JSON-ready result (rows, ratios, overhead)."""
     t_start = time.perf_counter()
     dev = plan.device
+    torch.set_num_threads(plan.threads)
     cases = plan.cases()
     out: dict[str, Any] = {"device": describe_device(dev), "plan": _plan_dict(plan), "rows": []}
     log(
@@ -185,7 +187,7 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             if plan.budget_s is not None and time.perf_counter() - t_start > plan.budget_s - 15:
                 log(f"  packed x{n} {case.name}: skipped (quick-mode time budget)")
                 continue
-            res = measure_packed(case, n, dev, plan.seconds)
+            res = measure_packed(case, n, dev, plan.seconds, threads=plan.threads)
             res.setdefault("case", {"name": case.name})
             if "error" in res:
                 log(f"  packed x{n} {case.name}: failed: {res['error']}")

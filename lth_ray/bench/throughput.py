@@ -262,12 +262,17 @@ def _packed_worker(
 
 
 def measure_packed(
-    case: StepCase, n: int, device: torch.device, seconds: float, timeout: float = 300.0
+    case: StepCase,
+    n: int,
+    device: torch.device,
+    seconds: float,
+    timeout: float = 300.0,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """N processes, each one trial's step; they start together and run for `seconds` each."""
+    """N processes, each one trial's step (`threads` CPU threads, as a trial with resources.cpu: 1);
+    they start together and run for `seconds` each."""
     ctx = mp.get_context("spawn")
     out, go = ctx.Queue(), ctx.Event()
-    threads = max(1, cpu_cores() // n) if device.type == "cpu" else 1
     free_before = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
     procs = [
         ctx.Process(

@@ -122,7 +122,7 @@ def main_bench(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             setattr(plan, attr, value)
-    if args.packed:
+    if args.packed is not None:
         plan.packed = _ints(args.packed)
     if args.precisions:
         plan.precisions = _names(args.precisions)

@@ -1,0 +1,283 @@
+"""The benchmark's pieces: measurements, packing, ratios and their printout, overhead, precision study."""
+
+from __future__ import annotations
+
+import json
+import queue
+
+import pytest
+import torch
+import yaml
+
+from lth_ray.bench import overhead, precision, suite
+from lth_ray.bench.__main__ import main
+from lth_ray.bench.throughput import StepCase, measure, measure_packed, random_splits
+from lth_ray.config import load_ablation
+
+CPU = torch.device("cpu")
+TINY = {"width": 0.125, "n_train": 240}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_random_splits_shape_and_device():
+    d = random_splits(50, CPU)
+    assert d.train_x.shape == (50, 3, 32, 32) and d.train_y.shape == (50,)
+    assert 0 <= float(d.train_x.min()) and float(d.train_x.max()) < 1 and int(d.train_y.max()) < 10
+
+
+@pytest.mark.parametrize("kind", ["plain", "program"])
+def test_measure_counts_whole_steps(kind):
+    case = StepCase("t", kind=kind, batch_size=60, **TINY)
+    r = measure(case, CPU, seconds=0.05)
+    assert r["steps"] >= 2 and r["images"] == 60 * r["steps"]
+    assert r["images_per_s"] == pytest.approx(r["images"] / r["seconds"])
+    assert r["graphed"] is False  # no graph on CPU
+    assert "peak_reserved_mib" not in r  # GPU memory is reported on CUDA only
+
+
+def test_measure_rejects_too_small_a_dataset():
+    with pytest.raises(ValueError, match="n_train"):
+        measure(StepCase("t", batch_size=60, width=0.125, n_train=30), CPU, 0.01)
+
+
+def test_packed_processes_run_concurrently_and_add_up():
+    case = StepCase("t", batch_size=60, **TINY)
+    r = measure_packed(case, 2, CPU, seconds=0.3, timeout=120)
+    assert "error" not in r, r
+    assert r["processes"] == 2 and len(r["per_process_images_per_s"]) == 2
+    assert r["images"] % 60 == 0 and r["images_per_s"] == pytest.approx(r["images"] / r["seconds"])
+    # the span covers both workers, so the aggregate cannot exceed the sum of their own rates
+    assert r["images_per_s"] <= sum(r["per_process_images_per_s"]) * 1.001
+    assert r["threads_per_process"] == 1
+
+
+def _fake_result(naive=100.0, single=250.0, ceiling=1000.0, packed=(600.0,), sweep=None):
+    def row(kind, name, ips, procs=1):
+        return {
+            "kind": kind,
+            "processes": procs,
+            "images_per_s": ips,
+            "case": {"name": name},
+            "label": kind,
+        }
+
+    rows = [
+        row("naive", "naive", naive),
+        row("single", "single fp32", single),
+        row("ceiling", "ceiling bf16", ceiling),
+    ]
+    rows += [
+        row("packed", f"packed x{4 * (i + 1)} fp32", p, 4 * (i + 1)) for i, p in enumerate(packed)
+    ]
+    ratios = {
+        "single_vs_naive": single / naive,
+        "single_vs_ceiling": single / ceiling,
+        "fastest_single": "fp32",
+        "fastest_single_vs_naive": single / naive,
+        "fastest_single_vs_ceiling": single / ceiling,
+        "packed": [
+            {
+                "name": r["case"]["name"],
+                "processes": r["processes"],
+                "vs_naive": r["images_per_s"] / naive,
+                "vs_ceiling": r["images_per_s"] / ceiling,
+            }
+            for r in rows[3:]
+        ],
+        "best_packed": rows[3]["case"]["name"] if packed else None,
+        "best_packed_vs_ceiling": max(packed) / ceiling if packed else None,
+    }
+    return {
+        "device": {"type": "cuda", "name": "Test GPU", "torch": "x", "cuda": "y"},
+        "rows": rows,
+        "naive": naive,
+        "ceiling": ceiling,
+        "ceiling_case": "ceiling bf16",
+        "ratios": ratios,
+        "overhead": sweep or {"skipped": "--no-sweep"},
+    }
+
+
+def test_report_lines_ratios_and_targets():
+    sweep = overhead.summarise(
+        102.0, [{"rounds": 2, "train_seconds": 100.0, "round_seconds": 101.0}]
+    )
+    lines = suite.report_lines(_fake_result(sweep=sweep))
+    ratio_lines = [line for line in lines if "ratio" in line]
+    assert any(
+        "single-trial step / naive reference ratio: 2.50x" in line and "not met" in line
+        for line in ratio_lines
+    )
+    assert any(
+        "packed x4 fp32 aggregate / naive ratio: 6.00x; / ceiling ratio: 0.60" in line
+        for line in ratio_lines
+    )
+    assert any(
+        "best packed" in line and "0.60" in line and ": met on Test GPU" in line
+        for line in ratio_lines
+    )
+    assert any(
+        "overhead ratio" in line and "2.0%" in line and ": met" in line for line in ratio_lines
+    )
+    table = [line for line in lines if line.startswith("packed x4")]
+    assert table and "6.00x" in table[0] and "0.60" in table[0]
+
+
+def test_report_lines_without_sweep_or_packing_say_so():
+    lines = suite.report_lines(_fake_result(packed=()))
+    assert any("overhead ratio: not measured (--no-sweep)" in line for line in lines)
+    assert not any(line.startswith("best packed") for line in lines)
+
+
+def test_overhead_summary_splits_the_time():
+    s = overhead.summarise(
+        50.0,
+        [
+            {"rounds": 2, "train_seconds": 10.0, "round_seconds": 14.0},
+            {"rounds": 2, "train_seconds": 20.0, "round_seconds": 25.0},
+        ],
+    )
+    assert s["trials"] == 2 and s["rounds"] == 4
+    assert s["overhead"] == pytest.approx(50 / 30 - 1)
+    assert s["outside_trials_s"] == pytest.approx(11.0) and s[
+        "in_trial_eval_prune_s"
+    ] == pytest.approx(9.0)
+    assert "overhead" not in overhead.summarise(5.0, [])
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_overhead_sweep_is_a_valid_ablation(tmp_path, quick):
+    spec = overhead.sweep_ablation("cpu", trials=3, epochs=2, rounds=1, gpu=0.0, quick=quick)
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    ab = load_ablation(path)
+    assert ab.grid.seeds == [0, 1, 2] and ab.tune.max_concurrent == 1 and ab.train.initial == "2ep"
+
+
+def test_overhead_skips_cleanly_without_ray_or_mlflow(monkeypatch):
+    monkeypatch.setattr(overhead, "missing_packages", lambda: ["ray"])
+    r = overhead.measure_overhead(quick=True)
+    assert "skipped" in r and "ray" in r["skipped"]
+
+
+def test_quick_plan_is_small_on_cpu():
+    plan = suite.Plan.for_device(CPU, quick=True)
+    assert plan.quick and plan.budget_s is not None and plan.budget_s < 60
+    cases = plan.cases()
+    assert (
+        cases["naive"].kind == "plain"
+        and cases["naive"].precision == "fp32"
+        and cases["naive"].batch_size == 60
+    )
+    assert all(c.batch_size > cases["naive"].batch_size for c in cases["ceiling"])
+
+
+def test_cli_runs_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    code = main(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--no-sweep",
+            "--packed",
+            "",
+            "--seconds",
+            "0.05",
+            "--n-train",
+            "240",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    ratio_lines = [line for line in printed.splitlines() if "ratio" in line]
+    assert len(ratio_lines) >= 4
+    data = json.loads(out.read_text())
+    assert data["device"]["type"] == "cpu"
+    assert data["naive"] > 0 and data["ceiling"] > 0
+    assert data["ratios"]["single_vs_naive"] == pytest.approx(data["single"] / data["naive"])
+    assert {r["kind"] for r in data["rows"]} == {"naive", "single", "ceiling"}
+
+
+def test_precision_summary_and_verdict():
+    runs = [
+        {"precision": "fp32", "seed": s, "test_acc": a, "test_acc_final": a}
+        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
+    ]
+    close = [
+        {"precision": "bf16", "seed": s, "test_acc": a - 0.002, "test_acc_final": a}
+        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
+    ]
+    far = [
+        {"precision": "tf32", "seed": s, "test_acc": a - 0.03, "test_acc_final": a}
+        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
+    ]
+    s = precision.summarise(runs + close + far + [{"precision": "bf16", "seed": 9, "error": "x"}])
+    assert s["stats"]["fp32"]["test_acc"]["mean"] == pytest.approx(0.74)
+    assert s["verdicts"]["bf16"]["within_spread"] is True and s["verdicts"]["bf16"]["enough_seeds"]
+    assert s["verdicts"]["tf32"]["within_spread"] is False
+    assert s["verdicts"]["bf16"]["mean_gap"] == pytest.approx(-0.002)
+    lines = precision.format_summary(s)
+    assert any("bf16 - fp32" in line and "within" in line for line in lines)
+    assert any("tf32 - fp32" in line and "OUTSIDE" in line for line in lines)
+
+
+def test_precision_run_one_trains_a_dense_round(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "p",
+                "dataset": {
+                    "name": "synthetic",
+                    "val_size": 60,
+                    "synthetic_train": 300,
+                    "synthetic_test": 60,
+                    "synthetic_shape": [3, 8, 8],
+                },
+                "model": {"arch": "conv2", "width": 0.125},
+                "train": {"batch_size": 60, "initial": "2ep", "device": "cpu"},
+                "prune": {"rounds": 4},
+            }
+        )
+    )
+    cfg = precision.from_ablation(str(path), [])
+    assert cfg.prune.rounds == 0
+    q: queue.Queue = queue.Queue()
+    precision._run_one(cfg.to_dict(), q)
+    _pid, result = q.get_nowait()
+    assert "error" not in result, result
+    assert (
+        result["precision"] == "fp32"
+        and 0 <= result["test_acc"] <= 1
+        and 1 <= result["best_epoch"] <= 2
+    )
+
+
+def test_seed_protocol_matches_the_study():
+    cfg = precision.seed_protocol("cifar10-jpeg.tar.xz", epochs=26)
+    assert (cfg.model.arch, cfg.model.padding, cfg.model.init) == (
+        "conv4",
+        "valid",
+        "glorot_uniform",
+    )
+    assert (cfg.train.lr, cfg.train.eps, cfg.train.batch_size, cfg.train.initial) == (
+        3e-4,
+        1e-7,
+        60,
+        "26ep",
+    )
+    assert (
+        cfg.dataset.name == "image_folder"
+        and cfg.dataset.val_size == 5000
+        and cfg.prune.rounds == 0
+    )

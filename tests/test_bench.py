@@ -120,11 +120,12 @@ def test_report_lines_ratios_and_targets():
         for line in ratio_lines
     )
     assert any(
-        "best packed" in line and "0.60" in line and ": met on Test GPU" in line
+        "best packed" in line and "0.60" in line and "this run on Test GPU: met" in line
         for line in ratio_lines
     )
     assert any(
-        "overhead ratio" in line and "2.0%" in line and ": met" in line for line in ratio_lines
+        "overhead ratio" in line and "2.0%" in line and "Test GPU: met" in line
+        for line in ratio_lines
     )
     table = [line for line in lines if line.startswith("packed x4")]
     assert table and "6.00x" in table[0] and "0.60" in table[0]
@@ -281,3 +282,9 @@ def test_seed_protocol_matches_the_study():
         and cfg.dataset.val_size == 5000
         and cfg.prune.rounds == 0
     )
+
+
+def test_report_notes_when_the_large_batch_is_no_ceiling():
+    assert not any(line.startswith("note:") for line in suite.report_lines(_fake_result()))
+    lines = suite.report_lines(_fake_result(packed=(1200.0,)))
+    assert any(line.startswith("note: packed x4 fp32 ran faster") for line in lines)

@@ -163,7 +163,7 @@ class StepProgram:
         """Warm up on a side stream, put weights and optimizer state back, record one step."""
         if not graph_available(self.device):
             raise ValueError(f"CUDA graphs need a CUDA device; this step runs on {self.device}")
-        saved = _snapshot(self.model)
+        saved = [t.detach().clone() for t in self.weights()]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with warnings.catch_warnings():  # "capturable=True but step() runs uncaptured": on purpose
@@ -183,15 +183,19 @@ class StepProgram:
             self._restore(saved)
             raise
         self.graph = graph
-        self._keep = [p.grad for p in self.model.parameters() if p.grad is not None]
+        self._keep = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         self.offset.zero_()
         self.sums.zero_()
 
+    def weights(self) -> list[torch.Tensor]:
+        """The tensors a step changes besides the optimizer's state (restored after the warm-up)."""
+        return list(self.model.state_dict().values())
+
     @torch.no_grad()
-    def _restore(self, saved: StateDict) -> None:
+    def _restore(self, saved: list[torch.Tensor]) -> None:
         """Weights as before the warm-up; optimizer state as fresh (zero moments, step 0)."""
-        for k, v in self.model.state_dict().items():
-            v.copy_(saved[k])
+        for v, s in zip(self.weights(), saved):
+            v.copy_(s)
         for state in self.optimizer.state.values():
             for v in state.values():
                 if isinstance(v, torch.Tensor):
@@ -199,10 +203,6 @@ class StepProgram:
         self.optimizer.zero_grad(set_to_none=True)
         self.offset.zero_()
         self.sums.zero_()
-
-
-def _snapshot(model: nn.Module) -> StateDict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _contiguous_state(model: nn.Module) -> StateDict:

@@ -288,3 +288,51 @@ def test_report_notes_when_the_large_batch_is_no_ceiling():
     assert not any(line.startswith("note:") for line in suite.report_lines(_fake_result()))
     lines = suite.report_lines(_fake_result(packed=(1200.0,)))
     assert any(line.startswith("note: packed x4 fp32 ran faster") for line in lines)
+
+
+def test_vmapped_program_trains_each_model_like_its_own_step():
+    from lth_ray.bench.vmapped import VmapProgram
+    from lth_ray.config import ModelSpec, TrainSpec
+    from lth_ray.fastpath import StepProgram
+    from lth_ray.models import build_model
+    from lth_ray.pruning import apply_masks, dense_masks
+    from lth_ray.train import make_optimizer
+
+    n = 100
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(n, 3, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    spec = TrainSpec(batch_size=20, lr=1e-3)
+
+    def model_and_masks(seed):
+        m = build_model(ModelSpec(arch="conv2", width=0.25), (3, 8, 8), 10, seed)
+        masks = dense_masks(m)
+        mg = torch.Generator().manual_seed(seed + 1)
+        for k in list(masks)[:-1]:
+            masks[k] = torch.rand(masks[k].shape, generator=mg) > 0.5
+        apply_masks(m, masks)
+        return m, masks
+
+    perms = torch.stack(
+        [torch.randperm(n, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    )
+    pairs = [model_and_masks(0), model_and_masks(1)]
+    vm = VmapProgram([m for m, _ in pairs], [k for _, k in pairs], x, y, spec)
+    vm.start_epoch(perms)
+    for _ in range(3):
+        vm.run()
+    for i, seed in enumerate((0, 1)):
+        model, masks = model_and_masks(seed)
+        single = StepProgram(model, masks, x, y, spec, make_optimizer(model.parameters(), spec))
+        single.start_epoch(perms[i])
+        for _ in range(3):
+            single.run()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(vm.params[name][i], p.detach(), rtol=1e-4, atol=1e-6)
+        for name, m in masks.items():
+            assert bool((vm.params[name][i][~m] == 0).all())
+        torch.testing.assert_close(vm.sums[i], single.sums, rtol=1e-5, atol=1e-5)
+
+
+def test_measure_vmap_counts_every_model():
+    r = measure(StepCase("v", kind="vmap", models=3, batch_size=60, **TINY), CPU, seconds=0.05)
+    assert r["images"] == 3 * 60 * r["steps"] and r["label"].startswith("vmap x3")

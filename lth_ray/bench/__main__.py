@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g = ap.add_argument_group("throughput")
     g.add_argument("--seconds", type=float, help="seconds per measurement")
     g.add_argument("--packed", help="trials per device to measure, e.g. 1,4,8,16")
+    g.add_argument("--vmap", help="models per vectorised program to measure, e.g. 8,32 ('' = none)")
     g.add_argument(
         "--precisions", help="single-trial precisions, e.g. fp32,tf32,bf16 (also the study's list)"
     )
@@ -124,6 +125,8 @@ def main_bench(args: argparse.Namespace) -> int:
             setattr(plan, attr, value)
     if args.packed is not None:
         plan.packed = _ints(args.packed)
+    if args.vmap is not None:
+        plan.vmap = _ints(args.vmap)
     if args.precisions:
         plan.precisions = _names(args.precisions)
     plan.sweep = not args.no_sweep

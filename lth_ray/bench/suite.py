@@ -8,6 +8,7 @@ large batch, graphed on CUDA, the fastest precision measured), the project's sin
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ class Plan:
     ceiling_batch: int = 2048
     precisions: list[str] = field(default_factory=lambda: ["fp32", "tf32", "bf16"])
     packed: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
+    vmap: list[int] = field(default_factory=lambda: [8, 32])  # models per vmapped program (option)
     sweep: bool = True
     sweep_trials: int = 2
     sweep_epochs: int = 2
@@ -51,7 +53,13 @@ class Plan:
             return cls(device)
         if cuda:  # quick on a GPU: the real net, shorter
             return cls(
-                device, quick=True, seconds=1.0, packed=[1, 4], sweep_trials=1, sweep_epochs=1
+                device,
+                quick=True,
+                seconds=1.0,
+                packed=[1, 4],
+                vmap=[4],
+                sweep_trials=1,
+                sweep_epochs=1,
             )
         if not quick:  # a full run on CPU: the real net, few processes
             return cls(
@@ -61,6 +69,7 @@ class Plan:
                 ceiling_batch=512,
                 precisions=["fp32", "bf16"],
                 packed=[1, 2],
+                vmap=[2],
                 sweep_trials=1,
                 sweep_epochs=1,
                 sweep_gpu=0.0,
@@ -74,6 +83,7 @@ class Plan:
             ceiling_batch=480,
             precisions=["fp32"],
             packed=[1, 2],
+            vmap=[],
             sweep_trials=1,
             sweep_epochs=1,
             sweep_gpu=0.0,
@@ -204,6 +214,34 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             }
             packed.append(row("packed", res, n))
 
+    vmapped: list[dict[str, Any]] = []  # the vectorised alternative to packing processes
+    for case in packed_cases:
+        for m in plan.vmap:
+            vcase = dataclasses.replace(
+                case, name=f"vmap x{m} {case.precision}", kind="vmap", models=m, channels_last=False
+            )
+            if (
+                plan.budget_s is not None
+                and time.perf_counter() - t_start > plan.budget_s - plan.sweep_reserve_s
+            ):
+                log(f"  {vcase.name}: skipped (time budget of {plan.budget_s:.0f} s)")
+                continue
+            try:
+                res = measure(vcase, dev, plan.seconds)
+            except Exception as e:  # e.g. an op without a batching rule on this torch
+                log(f"  {vcase.name}: failed: {type(e).__name__}: {e}")
+                out["rows"].append(
+                    {
+                        "kind": "vmap",
+                        "case": {"name": vcase.name},
+                        "error": f"{type(e).__name__}: {e}",
+                    }
+                )
+                continue
+            if "peak_reserved_mib" in res:
+                res["device_mib_per_trial"] = res["peak_reserved_mib"] / m
+            vmapped.append(row("vmap", res))
+
     n_iy = naive["images_per_s"]
     c_iy = ceiling["images_per_s"]
     ratios: dict[str, Any] = {
@@ -222,7 +260,22 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             for p in packed
         ],
     }
+    ratios["vmap"] = [
+        {
+            "name": v["case"]["name"],
+            "models": v["case"]["models"],
+            "vs_naive": _ratio(v["images_per_s"], n_iy),
+            "vs_ceiling": _ratio(v["images_per_s"], c_iy),
+        }
+        for v in vmapped
+    ]
+    best_vmap = max(vmapped, key=lambda v: v["images_per_s"], default=None)
     best_packed = max(packed, key=lambda p: p["images_per_s"], default=None)
+    if best_vmap and best_packed:
+        ratios["best_vmap"] = best_vmap["case"]["name"]
+        ratios["best_vmap_vs_best_packed"] = _ratio(
+            best_vmap["images_per_s"], best_packed["images_per_s"]
+        )
     ratios["best_packed"] = best_packed["case"]["name"] if best_packed else None
     ratios["best_packed_vs_ceiling"] = (
         _ratio(best_packed["images_per_s"], c_iy) if best_packed else None
@@ -238,6 +291,7 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
         out["memory_per_trial_mib"] = {
             "single_peak_reserved": default.get("peak_reserved_mib"),
             "packed": {p["case"]["name"]: p.get("device_mib_per_trial") for p in packed},
+            "vmap": {v["case"]["name"]: v.get("device_mib_per_trial") for v in vmapped},
         }
 
     if plan.sweep:
@@ -318,6 +372,16 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"best packed ({q['best_packed']}) / ceiling ratio: {q['best_packed_vs_ceiling']:.2f} "
             f"(target on one H100 >= {TARGET_PACKED_OF_CEILING:g}; this run {on}: {_met(q['best_packed_vs_ceiling'], TARGET_PACKED_OF_CEILING)})"
+        )
+    for v in q.get("vmap", []):
+        lines.append(
+            f"{v['name']} aggregate / naive ratio: {_x(v['vs_naive'])}; / ceiling ratio: {v['vs_ceiling']:.2f}"
+        )
+    if q.get("best_vmap_vs_best_packed"):
+        winner = "one vmapped process" if q["best_vmap_vs_best_packed"] > 1 else "packed processes"
+        lines.append(
+            f"engine ratio, best vmap ({q['best_vmap']}) / best packed ({q['best_packed']}): "
+            f"{q['best_vmap_vs_best_packed']:.2f} -> {winner} faster on this device"
         )
     above = [r["case"]["name"] for r in result["rows"] if r.get("images_per_s", 0) > ceiling]
     if above:

@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import queue
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +46,20 @@ class StepCase:
     channels_last: bool = False
     width: float = 1.0  # Conv-4 width multiplier (1.0 = the published net)
     n_train: int = 45_000  # examples resident on the device (the study's training split)
-    sparsity: float = (
-        0.0  # fraction of prunable weights masked off (the step's cost does not change)
-    )
+    sparsity: float = 0.0  # fraction of prunable weights masked off (cost unchanged)
+    models: int = 1  # kind 'vmap': models trained together in one program (bench.vmapped)
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_size * self.models
 
     def label(self, device: torch.device) -> str:
         if self.kind == "plain":
             how = "eager"
+        elif self.kind == "vmap":
+            how = f"vmap x{self.models}, " + (
+                "CUDA graph" if self.graph and device.type == "cuda" else "eager"
+            )
         else:
             how = "CUDA graph" if self.graph and device.type == "cuda" else "eager program"
         extras = ", channels_last" if self.channels_last else ""
@@ -94,17 +102,17 @@ def random_splits(n_train: int, device: torch.device, seed: int = 0) -> DataSpli
     )
 
 
-def _model_and_masks(case: StepCase, device: torch.device):
+def _model_and_masks(case: StepCase, device: torch.device, seed: int = 0):
     model = build_model(
         ModelSpec(arch="conv4", padding="same", init="glorot_normal", width=case.width),
         INPUT_SHAPE,
         NUM_CLASSES,
-        0,
+        seed,
     )
     model = model.to(device)
     masks = dense_masks(model)
     if case.sparsity > 0:
-        g = torch.Generator(device=device).manual_seed(1)
+        g = torch.Generator(device=device).manual_seed(1 + seed)
         for k in list(masks)[:-1]:  # the output layer stays dense, as in the study
             masks[k] = torch.rand(masks[k].shape, generator=g, device=device) >= case.sparsity
         apply_masks(model, masks)
@@ -125,7 +133,31 @@ class _Runner:
         self.generator = torch.Generator().manual_seed(0)
         self.steps_per_epoch = case.n_train // case.batch_size
         n = case.n_train
-        if case.kind == "plain":
+        if case.kind == "vmap":
+            from lth_ray.bench.vmapped import VmapProgram
+
+            models, mask_sets = zip(
+                *(_model_and_masks(case, device, seed) for seed in range(case.models))
+            )
+            graph = case.graph and graph_available(device)
+            self.program = VmapProgram(
+                list(models),
+                list(mask_sets),
+                self.data.train_x,
+                self.data.train_y,
+                spec,
+                capturable=graph,
+            )
+            if graph:
+                try:
+                    self.program.capture(warmup)
+                except (
+                    Exception
+                ) as e:  # measured eagerly then, and the row says so (graphed: false)
+                    warnings.warn(
+                        f"vmap capture failed ({type(e).__name__}: {e}); eager", stacklevel=2
+                    )
+        elif case.kind == "plain":
             opt = make_optimizer(self.model.parameters(), spec)
             self._plain = plain_step(self.model, masks, opt, spec, device)
             self._sums = torch.zeros(2, device=device)
@@ -140,10 +172,16 @@ class _Runner:
                 warmup=warmup,
             )
             self.program = build_program(self.model, masks, self.data, spec, options)
-        self.graphed = case.kind == "program" and self.program.graph is not None
+        self.graphed = case.kind != "plain" and self.program.graph is not None
 
     def start_epoch(self) -> None:
         perm = torch.randperm(self.case.n_train, generator=self.generator)
+        if self.case.kind == "vmap":
+            rest = [
+                torch.randperm(self.case.n_train, generator=self.generator)
+                for _ in range(self.case.models - 1)
+            ]
+            perm = torch.stack([perm, *rest])
         if self.case.kind == "plain":
             self._perm = perm.to(self.device)
             self._sums.zero_()
@@ -188,7 +226,7 @@ class _Runner:
                         break
         self.sync()
         elapsed = time.perf_counter() - t0
-        images = steps * self.case.batch_size
+        images = steps * self.case.images_per_step
         return {
             "images": images,
             "steps": steps,

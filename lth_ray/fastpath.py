@@ -176,14 +176,17 @@ class StepProgram:
         self._restore(saved)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: in a Ray actor the trial is not the only thread of the process
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step()
         except Exception:
             torch.cuda.synchronize(self.device)
             self._restore(saved)
             raise
         self.graph = graph
-        self._keep = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self._keep = [
+            p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None
+        ]
         self.offset.zero_()
         self.sums.zero_()
 
@@ -345,6 +348,9 @@ def _train_rounds(
             best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
             best = _contiguous_state(model)
     final = _contiguous_state(model)
+    if program.graph is not None:  # hand the graph's private memory back before the next round
+        del program, tail
+        torch.cuda.empty_cache()
     return TrainResult(
         best=best if best is not None else final,
         final=final,

@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     s.add_argument("--padding", default="valid", choices=["valid", "same"])
     s.add_argument("--jobs", type=int, help="runs at once (default: all of them on CUDA, 1 on CPU)")
     s.add_argument("--cache-dir", help="where the decoded dataset is cached")
+    s.add_argument(
+        "--timeout", type=float, default=560.0, help="stop waiting for runs after this many seconds"
+    )
     return ap.parse_args(argv)
 
 
@@ -184,7 +187,7 @@ def main_study(args: argparse.Namespace) -> int:
     print(
         f"precision study: {precisions} x seeds {seeds}, {base.train.initial} dense, padding {base.model.padding}, {jobs} at a time"
     )
-    result = run_study(base, seeds, precisions, jobs)
+    result = run_study(base, seeds, precisions, jobs, timeout=args.timeout)
     for line in format_summary(result["summary"]):
         print(line)
     print(f"elapsed {result['wall_s']:.1f} s")

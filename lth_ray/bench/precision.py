@@ -139,7 +139,9 @@ def run_study(
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     pending, running, runs = list(configs), [], []
-    deadline = time.monotonic() + timeout
+    deadline = (
+        time.monotonic() + timeout - (time.perf_counter() - t0)
+    )  # from the start, decoding included
     while pending or running:
         while pending and len(running) < max(1, jobs):
             p = ctx.Process(target=_run_one, args=(pending.pop(0), out), daemon=True)

@@ -42,7 +42,7 @@ class Plan:
     sweep_epochs: int = 2
     sweep_rounds: int = 1
     sweep_gpu: float = 0.125
-    budget_s: float | None = 540.0  # seconds: no new packed run past budget - sweep_reserve_s
+    budget_s: float | None = 480.0  # seconds: no new packed run past budget - sweep_reserve_s
     sweep_reserve_s: float = 150.0  # kept for the overhead sweep (its timeout is what is left)
     threads: int = 1  # CPU threads per trial (a sweep trial with resources.cpu: 1 gets one)
 
@@ -202,7 +202,17 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             ):
                 log(f"  packed x{n} {case.name}: skipped (time budget of {plan.budget_s:.0f} s)")
                 continue
-            res = measure_packed(case, n, dev, plan.seconds, threads=plan.threads)
+            left = (
+                300.0 if plan.budget_s is None else plan.budget_s - (time.perf_counter() - t_start)
+            )
+            res = measure_packed(
+                case,
+                n,
+                dev,
+                plan.seconds,
+                timeout=max(30.0, min(300.0, left)),
+                threads=plan.threads,
+            )
             res.setdefault("case", {"name": case.name})
             if "error" in res:
                 log(f"  packed x{n} {case.name}: failed: {res['error']}")

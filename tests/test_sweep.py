@@ -192,6 +192,8 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
         "2",
         "--set",
         "train.retrain=4ep",
+        "--set",
+        "baselines.reinit=[]",  # the 8 iterative trials
     ]
     proc = run_cli(args, env, workdir)
     lines: list[str] = []
@@ -236,7 +238,7 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
     assert "round" in resumed.stdout  # the unfinished ones did
     parents, kids = children(client, "smoke")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(kids) == 8
+    assert len(kids) == 8, sorted((r.data.tags[schema.TAG_TRIAL], r.info.status, r.info.start_time) for r in kids)
     for run in kids:
         assert run.info.status == "FINISHED"
         assert rounds_logged(client, run.info.run_id) == [0, 1, 2, 3]

@@ -1,0 +1,546 @@
+"""The cluster path, as far as a machine without a cloud allows.
+
+- cluster.yaml passes Ray's own validation (the JSON schema shipped with Ray, then `prepare_config`
+  + `validate_config`, as `ray up` does), which rejects broken copies; and it has the shape the
+  README promises (CPU head, spot GPU workers from 0, pinned versions, no credentials, MLflow).
+- The head's MLflow start command from cluster.yaml, run here on loopback: it serves over HTTP and
+  refuses foreign Host headers.
+- The smoke sweep on a real multi-node Ray cluster on this machine (Ray's fake multi-node provider):
+  the autoscaler starts GPU worker nodes for the trials and removes them when idle, trials spread
+  over the workers and log to that MLflow server over HTTP, and a worker node killed mid-sweep loses
+  no finished round.
+
+Every process started here is ours: own temp dir, ports, loopback address and Ray auth token; it is
+stopped by PID (never a global `ray stop`), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+FAKE_YAML = Path(__file__).with_name("cluster_fake.yaml")
+SMOKE = ROOT / "ablations" / "smoke.yaml"
+BIN = Path(sys.executable).parent
+RAY = shutil.which("ray", path=str(BIN)) or shutil.which("ray") or "ray"
+TRIAL_ACTOR = "ray::ImplicitFunc"  # process title of a Tune function-trainable actor
+HEAD_NODE = "00000"  # the fake provider numbers nodes: the head's id ends in 00000
+
+
+def load_cluster_yaml() -> dict[str, Any]:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def ray_validate(config: dict[str, Any]) -> dict[str, Any]:
+    """What `ray up` checks: the shipped JSON schema on the file, then defaults filled in and checked."""
+    import jsonschema
+    import ray
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster.yaml, offline
+
+
+def test_cluster_yaml_passes_ray_validation() -> None:
+    prepared = ray_validate(load_cluster_yaml())
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["available_node_types"][prepared["head_node_type"]]["max_workers"] == 0
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(c: dict[str, Any]) -> None:
+        *parents, last = path.split("/")
+        for k in parents:
+            c = c[k]
+        if value is DELETE:
+            del c[last]
+        else:
+            c[last] = value
+
+    return mutate
+
+
+DELETE = object()
+BROKEN = {
+    "typo": (_set("idle_timeout_minuts", 5), "Additional properties are not allowed"),
+    "gpu-not-int": (
+        _set("available_node_types/gpu_1x/resources/GPU", "one"),
+        "is not of type 'integer'",
+    ),
+    "no-node-config": (
+        _set("available_node_types/gpu_4x/node_config", DELETE),
+        "'node_config' is a required",
+    ),
+    "head-type": (_set("head_node_type", "no_such_type"), "must be one of `available_node_types`"),
+    "min-over-max": (
+        _set("available_node_types/gpu_1x/min_workers", 99),
+        "smaller than the sum of `min_workers`",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_ray_validation_rejects_a_broken_copy(name: str) -> None:
+    import jsonschema
+
+    mutate, message = BROKEN[name]
+    config = load_cluster_yaml()
+    mutate(config)
+    with pytest.raises((jsonschema.ValidationError, ValueError), match=re.escape(message)):
+        ray_validate(config)
+
+
+def test_cluster_yaml_shape() -> None:
+    import mlflow
+    import ray
+
+    c = load_cluster_yaml()
+    types = c["available_node_types"]
+    head = types[c["head_node_type"]]
+    workers = {k: v for k, v in types.items() if k != c["head_node_type"]}
+    # CPU head on demand that runs no trials; spot GPU workers from zero, one- and multi-GPU types.
+    assert head["resources"].get("CPU") == 0 and not head["resources"].get("GPU")
+    assert "InstanceMarketOptions" not in head["node_config"]
+    gpus = sorted(w["resources"]["GPU"] for w in workers.values())
+    assert gpus[0] == 1 and gpus[-1] > 1, gpus
+    for name, w in workers.items():
+        assert w["min_workers"] == 0, name
+        assert w["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot", name
+        assert "IamInstanceProfile" in w["node_config"], (
+            f"{name}: workers need S3 for Tune checkpoints"
+        )
+    assert 0 < c["idle_timeout_minutes"] <= 10
+    assert (
+        c["provider"]["cache_stopped_nodes"] is False
+    )  # `ray down` terminates, nothing left billed
+
+    # No credentials anywhere in the file.
+    text = CLUSTER_YAML.read_text()
+    for pattern in (
+        r"AKIA[0-9A-Z]{16}",
+        r"(?i)aws_secret_access_key",
+        r"(?i)aws_access_key_id",
+        r"(?i)password\s*[:=]",
+    ):
+        assert not re.search(pattern, text), pattern
+
+    # Every node installs the project with this machine's Ray and MLflow (ray up wants them equal).
+    setup = " ".join(c["setup_commands"])
+    assert f'"ray[default]=={ray.__version__}"' in setup
+    assert f'"mlflow=={mlflow.__version__}"' in setup
+    assert "[cluster]" in setup  # boto3 for the autoscaler and MLflow's S3 artifacts
+
+    # MLflow: started on the head, bound to its private address with allowed hosts; workers know it.
+    server = mlflow_command(c)
+    assert '--host "$HEAD_IP"' in server and "0.0.0.0" not in server
+    assert "--allowed-hosts" in server and "--artifacts-destination" in server
+    assert any(
+        "MLFLOW_TRACKING_URI=http://" in cmd and "RAY_HEAD_IP" in cmd
+        for cmd in c["worker_setup_commands"]
+    )
+    assert any("MLFLOW_TRACKING_URI=http://" in cmd for cmd in c["head_setup_commands"])
+
+
+def test_setup_puts_ray_on_the_path_of_ray_down(tmp_path: Path) -> None:
+    """`ray down` runs `ray stop` through Ray's ssh wrapper; the venv's `ray` must be on that PATH."""
+    from ray.autoscaler._private.command_runner import _with_interactive
+
+    home = tmp_path / "home"
+    (home / "venv" / "bin").mkdir(parents=True)
+    stub = home / "venv" / "bin" / "ray"
+    stub.write_text("#!/bin/sh\necho stub\n")
+    stub.chmod(0o755)
+    # Ubuntu's ~/.bashrc starts by returning from non-interactive shells.
+    (home / ".bashrc").write_text('case $- in *i*) ;; *) return;; esac\nalias ll="ls -l"\n')
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "TERM": "dumb"}
+
+    def remote(cmd: str) -> str:
+        """Run cmd the way Ray's SSHCommandRunner does on a node: sshd hands the joined words to sh."""
+        line = " ".join(_with_interactive(cmd))
+        done = subprocess.run(
+            ["/bin/sh", "-c", line], env=env, capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    assert remote("command -v ray || echo missing") == "missing"  # what made `ray down` a no-op
+    setup = [cmd for cmd in load_cluster_yaml()["setup_commands"] if "lth_ray_env" in cmd]
+    for _ in range(2):  # `ray up` reruns setup: it must stay idempotent
+        for cmd in setup:
+            subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=30)
+    assert remote("command -v ray") == str(stub)
+    assert remote("echo $RAY_AUTH_MODE") == "token"
+    assert (home / ".bashrc").read_text().splitlines()[0] == ". ~/.lth_ray_env"
+    assert (home / ".bashrc").read_text().count(".lth_ray_env") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: ports, ownership, stopping by PID
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def own_processes(marker: str) -> dict[int, psutil.Process]:
+    """Processes whose command line names our temp dir, and their descendants (Ray workers)."""
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid not in me and any(marker in a for a in p.info["cmdline"] or ()):
+                found[p.pid] = p
+                found.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.Error:
+            continue
+    return found
+
+
+def stop(procs: list[psutil.Process], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is still alive after grace_s."""
+    for p in procs:
+        try:
+            p.terminate() if grace_s > 0 else p.kill()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=max(grace_s, 0.1))
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def stop_all(marker: str) -> None:
+    """Stop everything of ours, again until nothing is left (a node may be starting as we stop)."""
+    for _ in range(5):
+        procs = list(own_processes(marker).values())
+        if not procs:
+            return
+        stop(procs)
+        time.sleep(0.5)
+
+
+def with_children(p: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return [p]
+
+
+# ---------------------------------------------------------------------------------------------
+# The head's MLflow server, started by cluster.yaml's own command line
+
+
+def mlflow_command(config: dict[str, Any]) -> str:
+    (cmd,) = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    return cmd
+
+
+def http_status(url: str, host: str | None = None) -> int:
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@dataclass
+class MlflowServer:
+    url: str
+    artifacts: Path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server() -> Iterator[MlflowServer]:
+    home = Path(tempfile.mkdtemp(prefix="lthm"))
+    port = free_port()
+    env = dict(
+        os.environ,
+        HOME=str(home),  # the command keeps its database and pid file under ~/mlflow
+        HEAD_IP="127.0.0.1",
+        MLFLOW_PORT=str(port),
+        LTH_RAY_S3=str(home / "s3"),  # a folder stands in for the bucket
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Captured output: a command that leaves its I/O attached to the caller hangs here (and `ray up`).
+        started = subprocess.run(
+            ["bash", "-c", mlflow_command(load_cluster_yaml())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if http_status(f"{url}/health") == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (home / "mlflow" / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield MlflowServer(url, home / "s3" / "mlflow-artifacts")
+    finally:
+        stop_all(str(home))
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_head_mlflow_server_serves_its_address_only(mlflow_server: MlflowServer) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    exp = client.create_experiment(f"probe-{os.getpid()}")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "x", 1.5, step=3)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "x")] == [
+        (3, 1.5)
+    ]
+    api = f"{mlflow_server.url}/api/2.0/mlflow/experiments/get?experiment_id={exp}"
+    port = mlflow_server.url.rsplit(":", 1)[1]
+    assert http_status(api) == 200
+    assert http_status(api, host=f"attacker.example:{port}") == 403  # --allowed-hosts at work
+
+
+# ---------------------------------------------------------------------------------------------
+# A multi-node cluster on this machine
+
+
+@dataclass
+class FakeCluster:
+    root: Path
+    address: str
+    env: dict[str, str]
+
+    def raylets(self) -> dict[str, psutil.Process]:
+        """Live raylets of this cluster by node id."""
+        out = {}
+        for p in own_processes(str(self.root)).values():
+            try:
+                args = p.cmdline()
+            except psutil.Error:
+                continue
+            if args and args[0].endswith("/raylet"):
+                node = next((a.split("=", 1)[1] for a in args if a.startswith("--node_id=")), None)
+                if node:
+                    out[node] = p
+        return out
+
+    def trial_actors(self) -> dict[str, int]:
+        """Node id -> Tune trial actors running on it now."""
+        out = {}
+        for node, raylet in self.raylets().items():
+            try:
+                out[node] = sum(c.name().startswith(TRIAL_ACTOR[:15]) for c in raylet.children())
+            except psutil.Error:
+                continue
+        return out
+
+
+@pytest.fixture
+def fake_cluster() -> Iterator[FakeCluster]:
+    root = Path(tempfile.mkdtemp(prefix="lthc"))  # short: Ray's unix sockets live under it
+    port = free_port()
+    config = yaml.safe_load(FAKE_YAML.read_text())
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+    (root / "fake.yaml").write_text(yaml.safe_dump(config))
+    (root / "token").write_text(os.urandom(16).hex())
+    env = dict(
+        os.environ,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # else Ray swaps 127.0.0.1 for the machine's address
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(root / "token"),
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    env.pop("RAY_ADDRESS", None)
+    head_env = dict(
+        env,
+        RAY_FAKE_CLUSTER="1",
+        AUTOSCALER_UPDATE_INTERVAL_S="1",
+        AUTOSCALER_HEARTBEAT_TIMEOUT_S="5",  # a killed node is noticed in seconds, not 30 s
+        RAY_health_check_period_ms="1000",
+        RAY_health_check_failure_threshold="3",
+    )
+    cmd = [
+        RAY, "start", "--head",
+        f"--autoscaling-config={root / 'fake.yaml'}",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={root / 'ray'}",
+        "--num-cpus=1", "--num-gpus=0",  # the head runs no trials, as on AWS
+        "--object-store-memory=100000000",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--dashboard-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]  # fmt: skip
+    try:
+        started = subprocess.run(cmd, env=head_env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-3000:]
+        yield FakeCluster(root, f"127.0.0.1:{port}", env)
+    finally:
+        stop_all(str(root))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Watcher:
+    """Samples the cluster's processes while the sweep runs: which worker nodes came up, which ran trials."""
+
+    cluster: FakeCluster
+    workers_seen: set[str] = field(default_factory=set)
+    hosts: set[str] = field(default_factory=set)
+    max_workers_alive: int = 0
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            actors = self.cluster.trial_actors()
+            workers = {n for n in actors if not n.endswith(HEAD_NODE)}
+            self.workers_seen |= workers
+            self.max_workers_alive = max(self.max_workers_alive, len(workers))
+            self.hosts |= {n for n, k in actors.items() if k}
+            time.sleep(0.5)
+
+
+def tune_failures(experiments: Path) -> int:
+    """Trial attempts that died, from Tune's own experiment state."""
+    total = 0
+    for state in experiments.glob("*/experiment_state-*.json"):
+        for _, run_state in json.loads(state.read_text())["trial_data"]:
+            total += json.loads(run_state)["num_failures"]
+    return total
+
+
+def test_smoke_sweep_on_autoscaling_cluster_survives_a_lost_node(
+    fake_cluster: FakeCluster, mlflow_server: MlflowServer
+) -> None:
+    from mlflow import MlflowClient
+
+    from lth_ray.config import expand_trials, load_ablation
+
+    sets = ["resources.gpu=0.25"]  # 4 trials per (fake) GPU: two worker nodes for the sweep
+    spec = load_ablation(SMOKE, sets)
+    n_trials, rounds = len(expand_trials(spec)), spec.prune.rounds + 1
+    root = fake_cluster.root
+    cmd = [
+        sys.executable, "-m", "lth_ray.sweep", str(SMOKE),
+        *(a for s in sets for a in ("--set", s)),
+        "--address", fake_cluster.address,
+        "--storage", str(root / "results"),
+        "--tracking-uri", mlflow_server.url,
+        "--no-report",
+        "--pending-timeout", "120",
+    ]  # fmt: skip
+    watcher = Watcher(fake_cluster)
+    threading.Thread(target=watcher.run, daemon=True).start()
+    lines: list[str] = []
+    killed: dict[str, int] = {}
+    t0 = time.monotonic()
+    sweep = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=fake_cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(300, lambda: stop(with_children(psutil.Process(sweep.pid))))
+    watchdog.start()
+    try:
+        assert sweep.stdout is not None
+        for line in sweep.stdout:
+            lines.append(line)
+            # Once two rounds are in, kill the worker node running the most trials: raylet and all.
+            if not killed and sum(" round " in x and "test acc" in x for x in lines) >= 2:
+                busy = {
+                    n: k
+                    for n, k in fake_cluster.trial_actors().items()
+                    if k and not n.endswith(HEAD_NODE)
+                }
+                if busy:
+                    victim = max(busy, key=busy.__getitem__)
+                    killed[victim] = busy[victim]
+                    stop(with_children(fake_cluster.raylets()[victim]), grace_s=0)
+        rc = sweep.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        if sweep.poll() is None:
+            stop(with_children(psutil.Process(sweep.pid)))
+    sweep_s = time.monotonic() - t0
+    out = "".join(lines)
+
+    # Scale-down: idle workers go (idle timeout 6 s); the head stays.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        not n.endswith(HEAD_NODE) for n in fake_cluster.raylets()
+    ):
+        time.sleep(1)
+    watcher.stopped.set()
+    left = sorted(fake_cluster.raylets())
+    print(
+        f"sweep {sweep_s:.0f} s, idle workers gone {time.monotonic() - t0 - sweep_s:.0f} s later; "
+        f"worker nodes {len(watcher.workers_seen)} (at most {watcher.max_workers_alive} at once), "
+        f"ran trials {len(watcher.hosts)}, killed {killed}"
+    )
+
+    assert rc == 0, out[-4000:]
+    assert f"{n_trials}/{n_trials} trials complete" in out, out[-4000:]
+    assert killed, "no worker node was running trials to kill"
+    assert tune_failures(root / "results" / spec.name) >= 1, "the kill interrupted no trial"
+    assert watcher.max_workers_alive >= 2, "the autoscaler never ran two workers"
+    assert len(watcher.hosts) >= 2, "trials did not spread over worker nodes"
+    assert not any(n.endswith(HEAD_NODE) for n in watcher.hosts), "a trial ran on the GPU-less head"
+    assert [n[-5:] for n in left] == [HEAD_NODE], f"idle workers were not removed: {left}"
+
+    # MLflow (over HTTP): one child run per trial, each round exactly once, artifacts in the "bucket".
+    client = MlflowClient(mlflow_server.url)
+    sweep_id = re.search(r"sweep (\S+):", out).group(1)
+    exp = client.get_experiment_by_name(spec.name)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`lth_ray.role` = 'trial' and tags.`lth_ray.sweep` = '{sweep_id}'",
+    )
+    assert len(runs) == n_trials and len({r.data.tags["lth_ray.trial"] for r in runs}) == n_trials
+    for r in runs:
+        steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "test_acc"))
+        assert steps == list(range(rounds)), (r.data.tags["lth_ray.trial"], steps)
+        assert r.info.status == "FINISHED"
+    assert len(list(mlflow_server.artifacts.rglob("round_*.pt"))) >= n_trials * rounds

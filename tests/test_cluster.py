@@ -158,19 +158,15 @@ def test_cluster_yaml_shape() -> None:
     assert f'"mlflow=={mlflow.__version__}"' in setup
     assert "[cluster]" in setup  # boto3 for the autoscaler and MLflow's S3 artifacts
 
-    # MLflow: started on the head, bound to its private address with allowed hosts; workers know it.
+    # MLflow: started on the head, bound to its private address, with allowed hosts.
     server = mlflow_command(c)
     assert '--host "$HEAD_IP"' in server and "0.0.0.0" not in server
     assert "--allowed-hosts" in server and "--artifacts-destination" in server
-    assert any(
-        "MLFLOW_TRACKING_URI=http://" in cmd and "RAY_HEAD_IP" in cmd
-        for cmd in c["worker_setup_commands"]
-    )
-    assert any("MLFLOW_TRACKING_URI=http://" in cmd for cmd in c["head_setup_commands"])
 
 
-def test_setup_puts_ray_on_the_path_of_ray_down(tmp_path: Path) -> None:
-    """`ray down` runs `ray stop` through Ray's ssh wrapper; the venv's `ray` must be on that PATH."""
+def test_node_setup_environment(tmp_path: Path) -> None:
+    """What the setup leaves for the shells Ray opens on a node: `ray down` runs `ray stop` through
+    Ray's ssh wrapper, so the venv's `ray` must be on that PATH; trials need the MLflow address."""
     from ray.autoscaler._private.command_runner import _with_interactive
 
     home = tmp_path / "home"
@@ -190,15 +186,26 @@ def test_setup_puts_ray_on_the_path_of_ray_down(tmp_path: Path) -> None:
         )
         return done.stdout.strip()
 
+    def setup(kind: str) -> None:
+        c = load_cluster_yaml()
+        env_file = [x for x in c["setup_commands"] if "lth_ray_env" in x]
+        for cmd in env_file + c[f"{kind}_setup_commands"]:
+            # Ray runs each command in a fresh shell that sources ~/.bashrc; RAY_HEAD_IP on workers.
+            line = f"export RAY_HEAD_IP=10.1.2.3; source ~/.bashrc; {cmd}"
+            subprocess.run(["bash", "-c", line], env=env, check=True, timeout=30)
+
     assert remote("command -v ray || echo missing") == "missing"  # what made `ray down` a no-op
-    setup = [cmd for cmd in load_cluster_yaml()["setup_commands"] if "lth_ray_env" in cmd]
     for _ in range(2):  # `ray up` reruns setup: it must stay idempotent
-        for cmd in setup:
-            subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=30)
+        setup("head")
     assert remote("command -v ray") == str(stub)
     assert remote("echo $RAY_AUTH_MODE") == "token"
     assert (home / ".bashrc").read_text().splitlines()[0] == ". ~/.lth_ray_env"
     assert (home / ".bashrc").read_text().count(".lth_ray_env") == 1
+    head_ip = remote("echo $HEAD_IP")
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", head_ip), head_ip
+    assert remote("echo $MLFLOW_TRACKING_URI") == f"http://{head_ip}:5000"
+    setup("worker")
+    assert remote("echo $MLFLOW_TRACKING_URI") == "http://10.1.2.3:5000"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +236,10 @@ def stop(procs: list[psutil.Process], grace_s: float = 5.0) -> None:
     """SIGTERM, then SIGKILL what is still alive after grace_s."""
     for p in procs:
         try:
-            p.terminate() if grace_s > 0 else p.kill()
+            if grace_s > 0:
+                p.terminate()
+            else:
+                p.kill()
         except psutil.Error:
             pass
     _, alive = psutil.wait_procs(procs, timeout=max(grace_s, 0.1))
@@ -247,7 +257,7 @@ def stop_all(marker: str) -> None:
         procs = list(own_processes(marker).values())
         if not procs:
             return
-        stop(procs)
+        stop(procs, grace_s=2.0)
         time.sleep(0.5)
 
 

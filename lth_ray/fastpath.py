@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -31,15 +29,15 @@ from lth_ray.config import TrainSpec
 from lth_ray.data import DataSplits
 from lth_ray.pruning import Masks
 from lth_ray.train import (
-    EpochStats,
     StateDict,
     TrainResult,
     batches_per_epoch,
-    evaluate,
     make_optimizer,
+    masked_params,
+    masked_update,
     plain_step,
+    run_epochs,
     set_precision,
-    steps_to_iterations,
 )
 
 log = logging.getLogger(__name__)
@@ -107,12 +105,7 @@ class StepProgram:
         self.x, self.y = train_x, train_y
         self.batch_size = batch_size or spec.batch_size
         self.channels_last = channels_last
-        params = dict(model.named_parameters())
-        self.masked = [
-            (params[name], m.to(device=self.device, dtype=params[name].dtype))
-            for name, m in masks.items()
-            if not bool(m.all())
-        ]
+        self.masked = masked_params(model, masks, self.device)
         n = len(train_x)
         self.perm = torch.arange(n, device=self.device)
         self.offset = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -132,15 +125,7 @@ class StepProgram:
         with _autocast(self.spec, self.device):
             logits = self.model(xb)
         loss = F.cross_entropy(logits.float(), yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for p, m in self.masked:
-            if p.grad is not None:
-                p.grad.mul_(m)
-        self.optimizer.step()
-        with torch.no_grad():
-            for p, m in self.masked:
-                p.mul_(m)
+        masked_update(loss, self.optimizer, self.masked)
         correct = (logits.detach().argmax(1) == yb).sum().to(loss.dtype)
         self.sums += torch.stack([loss.detach() * self.batch_size, correct])
 
@@ -273,93 +258,72 @@ def train_fast(
     model.train()
     if options.channels_last:
         model.to(memory_format=torch.channels_last)
+    eval_spec = dataclasses.replace(
+        spec, eval_batch_size=max(spec.eval_batch_size, options.eval_batch_size)
+    )
+    epoch = None
     try:
-        return _train_rounds(model, masks, data, spec, steps, generator, rewind_at, options, device)
+        epoch = FastEpoch(model, masks, data, spec, options)
+        return run_epochs(model, epoch, data, eval_spec, steps, generator, rewind_at)
     finally:
+        if epoch is not None:
+            epoch.close()
         if options.channels_last:
             model.to(memory_format=torch.contiguous_format)
 
 
-def _train_rounds(
-    model: nn.Module,
-    masks: Masks,
-    data: DataSplits,
-    spec: TrainSpec,
-    steps: tuple[int, str],
-    generator: torch.Generator,
-    rewind_at: tuple[int, str] | None,
-    options: FastPathOptions,
-    device: torch.device,
-) -> TrainResult:
-    n = len(data.train_x)
-    bs = spec.batch_size
-    full = n // bs
-    per_epoch = batches_per_epoch(n, spec)
-    if full == 0:  # fewer examples than one batch: nothing static to capture
-        options = dataclasses.replace(options, graph=False)
-    program = build_program(model, masks, data, spec, options, batch_size=min(bs, n))
-    tail = plain_step(model, masks, program.optimizer, spec, device) if per_epoch > full else None
-    eval_spec = dataclasses.replace(
-        spec, eval_batch_size=max(spec.eval_batch_size, options.eval_batch_size)
-    )
+class FastEpoch:
+    """An epoch of the fast path for `train.run_epochs`: full batches replay the program; a last
+    partial batch (when `drop_last` is off and the batch size does not divide the training set) runs
+    as the plain eager step on the same optimizer."""
 
-    total_iters = steps_to_iterations(steps, per_epoch)
-    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
-    rewind = _contiguous_state(model) if rewind_iter == 0 else None
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Masks,
+        data: DataSplits,
+        spec: TrainSpec,
+        options: FastPathOptions,
+    ) -> None:
+        n = len(data.train_x)
+        self.model, self.data = model, data
+        self.full = n // spec.batch_size
+        if self.full == 0:  # fewer examples than one batch: nothing static to capture
+            options = dataclasses.replace(options, graph=False)
+        self.program = build_program(
+            model, masks, data, spec, options, batch_size=min(spec.batch_size, n)
+        )
+        device = self.program.device
+        self.tail = (
+            plain_step(model, masks, self.program.optimizer, spec, device)
+            if batches_per_epoch(n, spec) > self.full
+            else None
+        )
+        self.tail_sums = torch.zeros(2, device=device)
 
-    best: StateDict | None = None
-    best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
-    curve: list[EpochStats] = []
-    seconds, images, it, epoch = 0.0, 0, 0, 0
-    while it < total_iters:
-        epoch += 1
-        perm = torch.randperm(n, generator=generator)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        program.start_epoch(perm)
-        seen = 0
-        for _ in range(full):
-            if it >= total_iters:
-                break
-            program.run()
-            seen += program.batch_size
-            it += 1
-            if rewind_iter is not None and it == rewind_iter:
-                rewind = _contiguous_state(model)
-        sums = program.sums
-        if tail is not None and it < total_iters:
-            idx = program.perm[full * bs : n]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # capturable Adam stepping outside the graph
-                sums = sums + tail(data.train_x[idx], data.train_y[idx])
-            seen += len(idx)
-            it += 1
-            if rewind_iter is not None and it == rewind_iter:
-                rewind = _contiguous_state(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - t0
-        images += seen
-        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, eval_spec, device)
-        train_loss, train_correct = (sums / max(seen, 1)).tolist()
-        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
-        if val_loss < best_loss:
-            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
-            best = _contiguous_state(model)
-    final = _contiguous_state(model)
-    if program.graph is not None:  # hand the graph's private memory back before the next round
-        del program, tail
-        torch.cuda.empty_cache()
-    return TrainResult(
-        best=best if best is not None else final,
-        final=final,
-        rewind=rewind,
-        best_epoch=best_epoch,
-        best_iteration=best_iter,
-        best_val_loss=best_loss,
-        best_val_acc=best_acc,
-        curve=curve,
-        seconds=seconds,
-        images=images,
-    )
+    def start_epoch(self, perm: torch.Tensor) -> None:
+        self.program.start_epoch(perm)
+        self.tail_sums.zero_()
+
+    def run_batch(self, b: int) -> int:
+        if b < self.full:
+            self.program.run()
+            return self.program.batch_size
+        idx = self.program.perm[self.full * self.program.batch_size :]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # capturable Adam stepping outside the graph
+            self.tail_sums += self.tail(self.data.train_x[idx], self.data.train_y[idx])
+        return len(idx)
+
+    def epoch_sums(self) -> torch.Tensor:
+        return self.program.sums + self.tail_sums
+
+    def snapshot(self) -> StateDict:
+        return _contiguous_state(self.model)
+
+    def close(self) -> None:
+        if (
+            self.program.graph is not None
+        ):  # hand the graph's private memory back before the next round
+            del self.program, self.tail
+            torch.cuda.empty_cache()

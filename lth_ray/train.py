@@ -130,6 +130,38 @@ def batches_per_epoch(n_train: int, spec: TrainSpec) -> int:
 StepFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
+MaskedParams = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def masked_params(model: nn.Module, masks: Masks, device: torch.device) -> MaskedParams:
+    """(parameter, float mask) for every layer that has pruned weights."""
+    params = dict(model.named_parameters())
+    return [
+        (params[name], m.to(device=device, dtype=params[name].dtype))
+        for name, m in masks.items()
+        if not bool(m.all())
+    ]
+
+
+def masked_update(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, masked: MaskedParams
+) -> None:
+    """Backward and optimizer step that keep pruned weights exactly zero.
+
+    The gradients are masked before the step, so Adam's moments never see pruned weights, and the
+    weights are multiplied by the mask after it (weight decay would otherwise move them).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for p, m in masked:
+        if p.grad is not None:
+            p.grad.mul_(m)
+    optimizer.step()
+    with torch.no_grad():
+        for p, m in masked:
+            p.mul_(m)
+
+
 def plain_step(
     model: nn.Module,
     masks: Masks,
@@ -141,31 +173,118 @@ def plain_step(
 
     Returns the summed loss and the number of correct predictions as a 2-vector (no host sync).
     """
-    params = dict(model.named_parameters())
-    masked = [
-        (params[name], m.to(device=device, dtype=params[name].dtype))
-        for name, m in masks.items()
-        if not bool(m.all())
-    ]
+    masked = masked_params(model, masks, device)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with autocast(spec, device):
             logits = model(xb)
         loss = F.cross_entropy(logits.float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for p, m in masked:
-            if p.grad is not None:
-                p.grad.mul_(m)
-        optimizer.step()
-        with torch.no_grad():
-            for p, m in masked:
-                p.mul_(m)
+        masked_update(loss, optimizer, masked)
         return torch.stack(
             [loss.detach() * len(yb), (logits.detach().argmax(1) == yb).sum().to(loss.dtype)]
         )
 
     return step
+
+
+class PlainEpoch:
+    """The plain loop's epoch: batches cut from the epoch's permutation, each one `plain_step`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Masks,
+        data: DataSplits,
+        spec: TrainSpec,
+        step_factory: StepFactory | None = None,
+    ) -> None:
+        self.model, self.data, self.batch_size = model, data, spec.batch_size
+        self.device = next(model.parameters()).device
+        optimizer = make_optimizer(model.parameters(), spec)
+        self.step = (step_factory or plain_step)(model, masks, optimizer, spec, self.device)
+        self.perm = torch.empty(0, dtype=torch.int64)
+        self.sums = torch.zeros(2, device=self.device)
+
+    def start_epoch(self, perm: torch.Tensor) -> None:
+        self.perm = perm.to(self.device)
+        self.sums = torch.zeros(2, device=self.device)
+
+    def run_batch(self, b: int) -> int:
+        idx = self.perm[b * self.batch_size : (b + 1) * self.batch_size]
+        self.sums += self.step(self.data.train_x[idx], self.data.train_y[idx])
+        return len(idx)
+
+    def epoch_sums(self) -> torch.Tensor:
+        return self.sums
+
+    def snapshot(self) -> StateDict:
+        return clone_state(self.model)
+
+
+def run_epochs(
+    model: nn.Module,
+    program,
+    data: DataSplits,
+    spec: TrainSpec,
+    steps: tuple[int, str],
+    generator: torch.Generator,
+    rewind_at: tuple[int, str] | None = None,
+) -> TrainResult:
+    """The epoch loop shared by the plain and the fast path: data order, budget, validation, best/final/rewind.
+
+    `program` trains one batch at a time (`start_epoch(perm)`, `run_batch(b)`, `epoch_sums()`,
+    `snapshot()`); the loss and accuracy sums are read once per epoch (one host sync).
+    """
+    device = next(model.parameters()).device
+    n = len(data.train_x)
+    per_epoch = batches_per_epoch(n, spec)
+    total_iters = steps_to_iterations(steps, per_epoch)
+    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
+    rewind = program.snapshot() if rewind_iter == 0 else None
+
+    best: StateDict | None = None
+    best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
+    curve: list[EpochStats] = []
+    seconds, images, it, epoch = 0.0, 0, 0, 0
+    while it < total_iters:
+        epoch += 1
+        perm = torch.randperm(n, generator=generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        program.start_epoch(perm)
+        seen = 0
+        for b in range(per_epoch):
+            if it >= total_iters:
+                break
+            seen += program.run_batch(b)
+            it += 1
+            if rewind_iter is not None and it == rewind_iter:
+                rewind = program.snapshot()
+        sums = program.epoch_sums()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - t0
+        images += seen
+        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
+        train_loss, train_correct = (sums / max(seen, 1)).tolist()
+        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
+        if val_loss < best_loss:
+            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
+            best = program.snapshot()
+    final = program.snapshot()
+    return TrainResult(
+        best=best if best is not None else final,
+        final=final,
+        rewind=rewind,
+        best_epoch=best_epoch,
+        best_iteration=best_iter,
+        best_val_loss=best_loss,
+        best_val_acc=best_acc,
+        curve=curve,
+        seconds=seconds,
+        images=images,
+    )
 
 
 def train(
@@ -188,56 +307,5 @@ def train(
     # -- end of fast path hook ---------------------------------------------------------------------
     set_precision(spec, device)
     model.train()
-    optimizer = make_optimizer(model.parameters(), spec)
-    step = (step_factory or plain_step)(model, masks, optimizer, spec, device)
-
-    n = len(data.train_x)
-    per_epoch = batches_per_epoch(n, spec)
-    total_iters = steps_to_iterations(steps, per_epoch)
-    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
-    rewind = clone_state(model) if rewind_iter == 0 else None
-
-    best: StateDict | None = None
-    best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
-    curve: list[EpochStats] = []
-    seconds, images, it, epoch = 0.0, 0, 0, 0
-    while it < total_iters:
-        epoch += 1
-        perm = torch.randperm(n, generator=generator).to(device)
-        sums = torch.zeros(2, device=device)
-        seen = 0
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for b in range(per_epoch):
-            if it >= total_iters:
-                break
-            idx = perm[b * spec.batch_size : (b + 1) * spec.batch_size]
-            sums += step(data.train_x[idx], data.train_y[idx])
-            seen += len(idx)
-            it += 1
-            if rewind_iter is not None and it == rewind_iter:
-                rewind = clone_state(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - t0
-        images += seen
-        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
-        train_loss, train_correct = (sums / max(seen, 1)).tolist()
-        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
-        if val_loss < best_loss:
-            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
-            best = clone_state(model)
-    final = clone_state(model)
-    return TrainResult(
-        best=best if best is not None else final,
-        final=final,
-        rewind=rewind,
-        best_epoch=best_epoch,
-        best_iteration=best_iter,
-        best_val_loss=best_loss,
-        best_val_acc=best_acc,
-        curve=curve,
-        seconds=seconds,
-        images=images,
-    )
+    program = PlainEpoch(model, masks, data, spec, step_factory)
+    return run_epochs(model, program, data, spec, steps, generator, rewind_at)

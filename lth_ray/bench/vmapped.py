@@ -18,6 +18,7 @@ from torch import nn
 from lth_ray.config import TrainSpec
 from lth_ray.fastpath import StepProgram, _autocast, make_fast_optimizer
 from lth_ray.pruning import Masks
+from lth_ray.train import masked_update
 
 
 class VmapProgram(StepProgram):
@@ -90,15 +91,7 @@ class VmapProgram(StepProgram):
             .view(self.m, -1)
             .mean(1)
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        for p, m in self.masked:
-            if p.grad is not None:
-                p.grad.mul_(m)
-        self.optimizer.step()
-        with torch.no_grad():
-            for p, m in self.masked:
-                p.mul_(m)
+        masked_update(losses.sum(), self.optimizer, self.masked)
         correct = (logits.detach().argmax(-1) == yb).sum(1).to(losses.dtype)
         self.sums += torch.stack([losses.detach() * self.batch_size, correct], 1)
 

@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--pending-timeout",
         type=float,
-        default=300.0,
-        help="seconds trials may wait for missing resources",
+        help="seconds trials may wait for resources the cluster lacks (default 300 locally, 1800 on a "
+        "cluster, where the autoscaler may still be starting GPU nodes)",
     )
     return ap.parse_args(argv)
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = SweepProgress(
         n_trials=len(trials),
         rounds_per_trial={trial_key(t): t.prune.rounds + 1 for t in trials},
-        pending_timeout_s=args.pending_timeout,
+        pending_timeout_s=args.pending_timeout or (300.0 if local else 1800.0),
         has_resources=lambda: not (gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0),
         done_before=rounds_done(ctx) if args.resume else None,
     )

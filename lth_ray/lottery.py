@@ -21,7 +21,7 @@ import torch
 
 from lth_ray.config import TrialConfig, parse_rewind, parse_steps
 from lth_ray.data import DataSplits
-from lth_ray.models import build_model, init_weights, weight_layers
+from lth_ray.models import build_model, weight_layers
 from lth_ray.pruning import (
     CRITERIA,
     Masks,
@@ -227,18 +227,11 @@ class LotteryTrial:
         return prune_to(scores, dense, self.names, plan[r - 1], p.scope)
 
     def _start_weights(self, r: int, branch: str) -> StateDict:
-        if branch == "reinit":
-            fresh = build_model(
-                self.cfg.model, self.data.input_shape, self.data.num_classes, self.cfg.seed
-            )
-            init_weights(
-                fresh,
-                self.cfg.model.init,
-                torch.Generator().manual_seed(
-                    self.cfg.seed + self.cfg.prune.reinit_seed_offset + r
-                ),
-            )
-            return fresh.state_dict()
+        if branch == "reinit":  # same architecture and initialiser, another seed
+            seed = self.cfg.seed + self.cfg.prune.reinit_seed_offset + r
+            return build_model(
+                self.cfg.model, self.data.input_shape, self.data.num_classes, seed
+            ).state_dict()
         if r > 0 and self.rewind_point is not None:
             return self.state.rewind
         return self.theta0

@@ -192,7 +192,9 @@ class LotteryTrial:
             s.rewind = _cpu(ticket.rewind)
         if r == 0 or cfg.prune.schedule == "iterative":
             s.score_best, s.score_final = _cpu(ticket.best), _cpu(ticket.final)
-        s.last_final = _cpu(reported.final)
+        # usually the same weights as score_final: share them (the checkpoint then stores them once)
+        same = reported is ticket and (r == 0 or cfg.prune.schedule == "iterative")
+        s.last_final = s.score_final if same else _cpu(reported.final)
 
         record = self._record(r, reported, skipped, pruned)
         if ticket_acc is not None:

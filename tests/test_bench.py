@@ -18,12 +18,7 @@ CPU = torch.device("cpu")
 TINY = {"width": 0.125, "n_train": 240}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_random_splits_shape_and_device():

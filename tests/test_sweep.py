@@ -238,7 +238,27 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
     assert "round" in resumed.stdout  # the unfinished ones did
     parents, kids = children(client, "smoke")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(kids) == 8, sorted((r.data.tags[schema.TAG_TRIAL], r.info.status, r.info.start_time) for r in kids)
+    assert len(kids) == 8, sorted(
+        (r.data.tags[schema.TAG_TRIAL], r.info.status, r.info.start_time) for r in kids
+    )
     for run in kids:
         assert run.info.status == "FINISHED"
         assert rounds_logged(client, run.info.run_id) == [0, 1, 2, 3]
+
+
+def test_gpu_request_without_gpu_falls_back_or_fails(monkeypatch):
+    import ray
+
+    from lth_ray.config import ConfigError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    spec = load_ablation(SMOKE, ["resources.gpu=0.5"])
+    gpu, note = sweep.resolve_gpu(spec, local=True)
+    assert gpu == 0.0 and "CPU" in note
+    assert sweep.resolve_gpu(spec, local=False) == (0.5, None)  # a cluster may still add GPU nodes
+    with pytest.raises(ConfigError, match="resources.gpu"):
+        sweep.resolve_gpu(
+            load_ablation(SMOKE, ["resources.gpu=0.5", "resources.gpu_fallback=error"]), local=True
+        )
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    assert sweep.resolve_gpu(spec, local=True) == (0.5, None)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lth_ray.lottery import TrialState
 from lth_ray.pruning import Masks
 from lth_ray.train import StateDict
 
@@ -64,3 +65,11 @@ def save_round(
     if final is not None:
         torch.save({k: v.cpu() for k, v in final.items()}, folder / "final.pt")
     return folder
+
+
+def write_trial_outputs(out_dir: str | Path, config: dict[str, Any], state: TrialState) -> None:
+    """rounds.csv and trial.json of all rounds so far, plus the latest round's masks and weights."""
+    out_dir = Path(out_dir)
+    save_round(out_dir, state.rounds_done - 1, state.masks, state.last_final)
+    write_rounds_csv(state.history, out_dir / "rounds.csv")
+    write_trial_json(out_dir / "trial.json", config, state.history, state.curves)

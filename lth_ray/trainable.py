@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from lth_ray.artifacts import save_round, write_rounds_csv, write_trial_json
+from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config import TrialConfig, trial_key
 from lth_ray.data import load_dataset
 from lth_ray.energy import EnergyMeter
@@ -96,13 +96,7 @@ def lottery_trainable(config: dict[str, Any]) -> None:
         if meter.available:
             run.log_metric("energy_wh", energy_before + (meter.wh() or 0.0))
         with tempfile.TemporaryDirectory() as folder:
-            write_rounds_csv(trial.state.history, Path(folder) / "rounds.csv")
-            write_trial_json(
-                Path(folder) / "trial.json", cfg.to_dict(), trial.state.history, trial.state.curves
-            )
-            save_round(
-                folder, trial.state.rounds_done - 1, trial.state.masks, trial.state.last_final
-            )
+            write_trial_outputs(folder, cfg.to_dict(), trial.state)
             run.log_artifacts(folder)
     except BaseException:
         run.end("FAILED")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lth_ray.artifacts import save_round, write_rounds_csv, write_trial_json
+from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config import (
     ConfigError,
     TrialConfig,
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_round(record: dict[str, Any], t: LotteryTrial) -> None:
         print(format_round(record, t.rounds_total), flush=True)
-        save_round(out, record["round"], t.state.masks, t.state.last_final)
-        write_rounds_csv(t.state.history, out / "rounds.csv")
-        write_trial_json(out / "trial.json", cfg.to_dict(), t.state.history, t.state.curves)
+        write_trial_outputs(out, cfg.to_dict(), t.state)
 
     trial.run(on_round)
     print(f"done in {time.perf_counter() - t0:.1f} s: {out / 'rounds.csv'}")

@@ -331,3 +331,54 @@ def test_vmapped_program_trains_each_model_like_its_own_step():
 def test_measure_vmap_counts_every_model():
     r = measure(StepCase("v", kind="vmap", models=3, batch_size=60, **TINY), CPU, seconds=0.05)
     assert r["images"] == 3 * 60 * r["steps"] and r["label"].startswith("vmap x3")
+
+
+def test_measure_streams_counts_every_model_and_trains_each_apart():
+    from lth_ray.bench.throughput import _Runner
+
+    case = StepCase("s", kind="streams", models=3, batch_size=60, **TINY)
+    r = measure(case, CPU, seconds=0.05)
+    assert r["images"] == 3 * 60 * r["steps"] and r["label"].startswith("3 streams, eager")
+    runner = _Runner(case, CPU)
+    assert len(runner.programs) == 3 and runner.streams == [None] * 3  # no CUDA: no streams
+    runner.warm(2)
+    firsts = [next(p.model.parameters()).detach().clone() for p in runner.programs]
+    assert not torch.equal(firsts[0], firsts[1])  # seeds 0, 1, 2: three different trials
+    assert all(int(p.offset) == 2 * 60 for p in runner.programs)  # each program stepped twice
+
+
+def test_overhead_projection_onto_a_study_round():
+    trials = [
+        {"rounds": 2, "train_seconds": 4.0, "round_seconds": 5.0, "energy_wh": 0.5},
+        {"rounds": 2, "train_seconds": 4.0, "round_seconds": 5.0, "system_metrics": ["system/a"]},
+    ]
+    s = overhead.summarise(30.0, trials, fit_s=18.0, images=80_000)
+    assert s["train_images_per_s"] == pytest.approx(10_000)
+    assert s["per_round_bookkeeping_s"] == pytest.approx((18.0 - 10.0) / 4)
+    assert s["study_round_train_s"] == pytest.approx(overhead.STUDY_ROUND_IMAGES / 10_000)
+    assert s["projected_study_overhead"] == pytest.approx(2.0 / 112.5)
+    assert s["energy_wh_per_trial"] == [0.5] and s["system_metrics_logged"] == ["system/a"]
+    lines = suite.report_lines(_fake_result(sweep=s))
+    assert any(
+        line.startswith("projected Ray + MLflow overhead ratio")
+        and "1.78%" in line
+        and "met" in line
+        for line in lines
+    )
+    assert "projected_study_overhead" not in overhead.summarise(30.0, trials, fit_s=18.0)
+
+
+def test_report_lines_compare_each_one_process_engine_with_packing():
+    result = _fake_result(packed=(600.0,))
+    result["ratios"].update(
+        streams=[{"name": "streams x8 bf16", "models": 8, "vs_naive": 9.0, "vs_ceiling": 0.9}],
+        best_streams="streams x8 bf16",
+        best_streams_vs_best_packed=1.5,
+    )
+    lines = suite.report_lines(result)
+    assert any(line.startswith("streams x8 bf16 aggregate / naive ratio: 9.00x") for line in lines)
+    assert any(
+        "best streams (streams x8 bf16) / best packed" in line
+        and "1.50 -> one process, many streams faster" in line
+        for line in lines
+    )

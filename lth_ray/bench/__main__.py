@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--packed", help="trials per device to measure, e.g. 1,4,8,16")
     g.add_argument("--vmap", help="models per vectorised program to measure, e.g. 8,32 ('' = none)")
     g.add_argument(
+        "--streams", help="graphed programs on CUDA streams of one process, e.g. 8,16 ('' = none)"
+    )
+    g.add_argument(
         "--precisions", help="single-trial precisions, e.g. fp32,tf32,bf16 (also the study's list)"
     )
     g.add_argument("--width", type=float, help="Conv-4 width multiplier")
@@ -47,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads",
         type=int,
         help="CPU threads per trial (default 1, as a sweep trial with resources.cpu: 1)",
+    )
+    g.add_argument(
+        "--budget", type=float, help="seconds for the whole run (default 480 on CUDA, 50 quick)"
+    )
+    g.add_argument(
+        "--sweep-reserve", type=float, help="seconds of the budget kept for the overhead sweep"
     )
     g.add_argument("--no-sweep", action="store_true", help="skip the Ray + MLflow overhead sweep")
     g.add_argument("--sweep-trials", type=int)
@@ -123,6 +132,8 @@ def main_bench(args: argparse.Namespace) -> int:
         ("sweep_rounds", args.sweep_rounds),
         ("sweep_gpu", args.sweep_gpu),
         ("threads", args.threads),
+        ("budget_s", args.budget),
+        ("sweep_reserve_s", args.sweep_reserve),
     ):
         if value is not None:
             setattr(plan, attr, value)
@@ -130,6 +141,8 @@ def main_bench(args: argparse.Namespace) -> int:
         plan.packed = _ints(args.packed)
     if args.vmap is not None:
         plan.vmap = _ints(args.vmap)
+    if args.streams is not None:
+        plan.streams = _ints(args.streams)
     if args.precisions:
         plan.precisions = _names(args.precisions)
     plan.sweep = not args.no_sweep

@@ -64,7 +64,7 @@ def sweep_ablation(
     }
 
 
-def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, float]]:
+def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -76,7 +76,9 @@ def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, float]]:
     )
     out = []
     for run in runs:
-        row = {"rounds": 0.0, "train_seconds": 0.0, "round_seconds": 0.0}
+        row: dict[str, Any] = {"rounds": 0.0, "train_seconds": 0.0, "round_seconds": 0.0}
+        row["energy_wh"] = run.data.metrics.get("energy_wh")  # NVML, where the GPU has a counter
+        row["system_metrics"] = sorted(k for k in run.data.metrics if k.startswith("system/"))
         for key in ("train_seconds", "round_seconds"):
             history = client.get_metric_history(run.info.run_id, key)
             row[key] = float(sum(m.value for m in history))
@@ -85,8 +87,16 @@ def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, float]]:
     return out
 
 
+# One retraining round of the study's protocol (25 epochs of 45,000 images): what the per-round
+# bookkeeping of Tune and MLflow is spread over in a real sweep.
+STUDY_ROUND_IMAGES = 25 * 45_000
+
+
 def summarise(
-    wall_s: float, trials: list[dict[str, float]], fit_s: float | None = None
+    wall_s: float,
+    trials: list[dict[str, Any]],
+    fit_s: float | None = None,
+    images: int | None = None,
 ) -> dict[str, Any]:
     """Overhead = wall time / the trials' training time - 1, and where the rest of the time went.
 
@@ -94,6 +104,9 @@ def summarise(
     `startup_s` (interpreter, imports, Ray start and stop: wall - Tune's fit), `per_trial_s` (inside
     Tune but outside the trials' rounds: actor start, data, MLflow runs, checkpoints; per trial) and
     `in_trial_eval_prune_s` (the trials' own evaluation and pruning, which is not Ray or MLflow).
+    With `images` (training images of all trials) it projects the Tune + MLflow share onto a round
+    of the study's protocol at the trials' measured speed, charging all of `per_trial_s` to rounds
+    (pessimistic: actor start and data loading happen once per trial, not per round).
     """
     train = sum(t["train_seconds"] for t in trials)
     rounds = sum(t["round_seconds"] for t in trials)
@@ -110,9 +123,22 @@ def summarise(
         out["overhead_ray_mlflow"] = (wall_s - rounds) / train
         out["in_trial_eval_prune_s"] = rounds - train
         out["outside_trials_s"] = wall_s - rounds
+    energy = [t["energy_wh"] for t in trials if t.get("energy_wh") is not None]
+    if energy:
+        out["energy_wh_per_trial"] = energy
+    system = sorted({k for t in trials for k in t.get("system_metrics", [])})
+    if system:
+        out["system_metrics_logged"] = system
     if fit_s is not None and trials:
         out["startup_s"] = wall_s - fit_s
         out["per_trial_s"] = (fit_s - rounds) / len(trials)
+        if images and train > 0 and out["rounds"] > 0:
+            rate = images / train
+            per_round = (fit_s - rounds) / out["rounds"]
+            out["train_images_per_s"] = rate
+            out["per_round_bookkeeping_s"] = per_round
+            out["study_round_train_s"] = STUDY_ROUND_IMAGES / rate
+            out["projected_study_overhead"] = per_round / out["study_round_train_s"]
     return out
 
 
@@ -135,7 +161,7 @@ def measure_overhead(
         ablation = folder / "bench_overhead.yaml"
         ablation.write_text(
             yaml.safe_dump(sweep_ablation(device, trials, epochs, rounds, gpu, quick))
-        )
+        )  # the same dict is rebuilt below to count the images trained
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         cmd = [
             sys.executable,
@@ -172,8 +198,15 @@ def measure_overhead(
             tail = "\n".join(output.strip().splitlines()[-5:])
             return {"error": f"sweep exited with {proc.returncode}: {tail}"}
         m = re.search(r"trials complete in ([0-9.]+) s", output)
+        spec = sweep_ablation(device, trials, epochs, rounds, gpu, quick)
+        data = spec["dataset"]
+        per_round = epochs * (data["synthetic_train"] - data["val_size"])
+        found = _read_trials(uri, "bench_overhead")
         summary = summarise(
-            wall, _read_trials(uri, "bench_overhead"), float(m.group(1)) if m else None
+            wall,
+            found,
+            float(m.group(1)) if m else None,
+            images=int(sum(t["rounds"] for t in found) * per_round),
         )
         summary.update(
             device=device,

@@ -37,6 +37,7 @@ class Plan:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "tf32", "bf16"])
     packed: list[int] = field(default_factory=lambda: [1, 4, 8, 16])
     vmap: list[int] = field(default_factory=lambda: [8, 32])  # models per vmapped program (option)
+    streams: list[int] = field(default_factory=lambda: [8, 16])  # programs on streams, one process
     sweep: bool = True
     sweep_trials: int = 2
     sweep_epochs: int = 2
@@ -58,6 +59,7 @@ class Plan:
                 seconds=1.0,
                 packed=[1, 4],
                 vmap=[4],
+                streams=[4],
                 sweep_trials=1,
                 sweep_epochs=1,
             )
@@ -70,6 +72,7 @@ class Plan:
                 precisions=["fp32", "bf16"],
                 packed=[1, 2],
                 vmap=[2],
+                streams=[2],
                 sweep_trials=1,
                 sweep_epochs=1,
                 sweep_gpu=0.0,
@@ -84,6 +87,7 @@ class Plan:
             precisions=["fp32"],
             packed=[1, 2],
             vmap=[],
+            streams=[],
             sweep_trials=1,
             sweep_epochs=1,
             sweep_gpu=0.0,
@@ -224,33 +228,40 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             }
             packed.append(row("packed", res, n))
 
-    vmapped: list[dict[str, Any]] = []  # the vectorised alternative to packing processes
-    for case in packed_cases:
-        for m in plan.vmap:
-            vcase = dataclasses.replace(
-                case, name=f"vmap x{m} {case.precision}", kind="vmap", models=m, channels_last=False
-            )
-            if (
-                plan.budget_s is not None
-                and time.perf_counter() - t_start > plan.budget_s - plan.sweep_reserve_s
-            ):
-                log(f"  {vcase.name}: skipped (time budget of {plan.budget_s:.0f} s)")
-                continue
-            try:
-                res = measure(vcase, dev, plan.seconds)
-            except Exception as e:  # e.g. an op without a batching rule on this torch
-                log(f"  {vcase.name}: failed: {type(e).__name__}: {e}")
-                out["rows"].append(
-                    {
-                        "kind": "vmap",
-                        "case": {"name": vcase.name},
-                        "error": f"{type(e).__name__}: {e}",
-                    }
+    # The one-process alternatives to packing processes: M trials vmapped into one program, or M
+    # graphed programs on M CUDA streams of one process.
+    engines: dict[str, list[dict[str, Any]]] = {"streams": [], "vmap": []}
+    for kind, sizes in (("streams", plan.streams), ("vmap", plan.vmap)):
+        for case in packed_cases:
+            for m in sizes:
+                ecase = dataclasses.replace(
+                    case,
+                    name=f"{kind} x{m} {case.precision}{'+cl' if kind == 'streams' and case.channels_last else ''}",
+                    kind=kind,
+                    models=m,
+                    channels_last=case.channels_last and kind == "streams",
                 )
-                continue
-            if "peak_reserved_mib" in res:
-                res["device_mib_per_trial"] = res["peak_reserved_mib"] / m
-            vmapped.append(row("vmap", res))
+                if (
+                    plan.budget_s is not None
+                    and time.perf_counter() - t_start > plan.budget_s - plan.sweep_reserve_s
+                ):
+                    log(f"  {ecase.name}: skipped (time budget of {plan.budget_s:.0f} s)")
+                    continue
+                try:
+                    res = measure(ecase, dev, plan.seconds)
+                except Exception as e:  # e.g. an op without a batching rule on this torch
+                    log(f"  {ecase.name}: failed: {type(e).__name__}: {e}")
+                    out["rows"].append(
+                        {
+                            "kind": kind,
+                            "case": {"name": ecase.name},
+                            "error": f"{type(e).__name__}: {e}",
+                        }
+                    )
+                    continue
+                if "peak_reserved_mib" in res:
+                    res["device_mib_per_trial"] = res["peak_reserved_mib"] / m
+                engines[kind].append(row(kind, res))
 
     n_iy = naive["images_per_s"]
     c_iy = ceiling["images_per_s"]
@@ -270,22 +281,25 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             for p in packed
         ],
     }
-    ratios["vmap"] = [
-        {
-            "name": v["case"]["name"],
-            "models": v["case"]["models"],
-            "vs_naive": _ratio(v["images_per_s"], n_iy),
-            "vs_ceiling": _ratio(v["images_per_s"], c_iy),
-        }
-        for v in vmapped
-    ]
-    best_vmap = max(vmapped, key=lambda v: v["images_per_s"], default=None)
     best_packed = max(packed, key=lambda p: p["images_per_s"], default=None)
-    if best_vmap and best_packed:
-        ratios["best_vmap"] = best_vmap["case"]["name"]
-        ratios["best_vmap_vs_best_packed"] = _ratio(
-            best_vmap["images_per_s"], best_packed["images_per_s"]
-        )
+    for kind, rows in engines.items():
+        ratios[kind] = [
+            {
+                "name": v["case"]["name"],
+                "models": v["case"]["models"],
+                "vs_naive": _ratio(v["images_per_s"], n_iy),
+                "vs_ceiling": _ratio(v["images_per_s"], c_iy),
+            }
+            for v in rows
+        ]
+        best = max(rows, key=lambda v: v["images_per_s"], default=None)
+        if best:
+            ratios[f"best_{kind}"] = best["case"]["name"]
+            ratios[f"best_{kind}_vs_ceiling"] = _ratio(best["images_per_s"], c_iy)
+        if best and best_packed:
+            ratios[f"best_{kind}_vs_best_packed"] = _ratio(
+                best["images_per_s"], best_packed["images_per_s"]
+            )
     ratios["best_packed"] = best_packed["case"]["name"] if best_packed else None
     ratios["best_packed_vs_ceiling"] = (
         _ratio(best_packed["images_per_s"], c_iy) if best_packed else None
@@ -301,7 +315,10 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
         out["memory_per_trial_mib"] = {
             "single_peak_reserved": default.get("peak_reserved_mib"),
             "packed": {p["case"]["name"]: p.get("device_mib_per_trial") for p in packed},
-            "vmap": {v["case"]["name"]: v.get("device_mib_per_trial") for v in vmapped},
+            **{
+                kind: {v["case"]["name"]: v.get("device_mib_per_trial") for v in rows}
+                for kind, rows in engines.items()
+            },
         }
 
     if plan.sweep:
@@ -383,16 +400,17 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             f"best packed ({q['best_packed']}) / ceiling ratio: {q['best_packed_vs_ceiling']:.2f} "
             f"(target on one H100 >= {TARGET_PACKED_OF_CEILING:g}; this run {on}: {_met(q['best_packed_vs_ceiling'], TARGET_PACKED_OF_CEILING)})"
         )
-    for v in q.get("vmap", []):
-        lines.append(
-            f"{v['name']} aggregate / naive ratio: {_x(v['vs_naive'])}; / ceiling ratio: {v['vs_ceiling']:.2f}"
-        )
-    if q.get("best_vmap_vs_best_packed"):
-        winner = "one vmapped process" if q["best_vmap_vs_best_packed"] > 1 else "packed processes"
-        lines.append(
-            f"engine ratio, best vmap ({q['best_vmap']}) / best packed ({q['best_packed']}): "
-            f"{q['best_vmap_vs_best_packed']:.2f} -> {winner} faster on this device"
-        )
+    for kind, winner in (("vmap", "one vmapped process"), ("streams", "one process, many streams")):
+        for v in q.get(kind, []):
+            lines.append(
+                f"{v['name']} aggregate / naive ratio: {_x(v['vs_naive'])}; / ceiling ratio: {v['vs_ceiling']:.2f}"
+            )
+        if q.get(f"best_{kind}_vs_best_packed"):
+            r = q[f"best_{kind}_vs_best_packed"]
+            lines.append(
+                f"engine ratio, best {kind} ({q[f'best_{kind}']}) / best packed ({q['best_packed']}): "
+                f"{r:.2f} -> {winner if r > 1 else 'packed processes'} faster on this device"
+            )
     above = [r["case"]["name"] for r in result["rows"] if r.get("images_per_s", 0) > ceiling]
     if above:
         lines.append(
@@ -412,6 +430,19 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             parts.append(f"start/stop of the sweep {o['startup_s']:.1f} s (once per sweep)")
             parts.append(f"per trial outside its rounds {o['per_trial_s']:.1f} s")
         lines.append("  where the rest went: " + "; ".join(parts))
+        if "energy_wh_per_trial" in o or "system_metrics_logged" in o:
+            gpu_keys = [k for k in o.get("system_metrics_logged", []) if "gpu" in k]
+            lines.append(
+                f"  sweep trials' NVML energy (Wh): {o.get('energy_wh_per_trial', 'none logged')}; "
+                f"MLflow system metrics: {len(o.get('system_metrics_logged', []))} keys, GPU ones: {gpu_keys or 'none'}"
+            )
+        if "projected_study_overhead" in o:
+            lines.append(
+                f"projected Ray + MLflow overhead ratio for a study round (25 epochs x 45,000 images at "
+                f"this sweep's {o['train_images_per_s']:,.0f} images/s, all {o['per_round_bookkeeping_s']:.2f} s "
+                f"of per-round Tune + MLflow time charged to it): {100 * o['projected_study_overhead']:.2f}% "
+                f"(target <= {100 * TARGET_OVERHEAD:g}%: {_met(o['projected_study_overhead'], TARGET_OVERHEAD, higher=False)})"
+            )
     else:
         lines.append(
             f"Ray + MLflow overhead ratio: not measured ({o.get('skipped') or o.get('error', 'no sweep')})"

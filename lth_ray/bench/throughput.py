@@ -36,7 +36,9 @@ NUM_CLASSES = 10
 
 @dataclass(frozen=True)
 class StepCase:
-    """One way of running the training step. kind: 'plain' (train.plain_step) or 'program' (fast path)."""
+    """One way of running the training step. kind: 'plain' (train.plain_step), 'program' (fast path),
+    'vmap' (M models in one vmapped program) or 'streams' (M fast-path programs in one process, each
+    replayed on its own CUDA stream so their small kernels can run side by side)."""
 
     name: str
     kind: str = "program"
@@ -47,10 +49,10 @@ class StepCase:
     width: float = 1.0  # Conv-4 width multiplier (1.0 = the published net)
     n_train: int = 45_000  # examples resident on the device (the study's training split)
     sparsity: float = 0.0  # fraction of prunable weights masked off (cost unchanged)
-    models: int = 1  # kind 'vmap': models trained together in one program (bench.vmapped)
+    models: int = 1  # kinds 'vmap' and 'streams': trials trained together in one process
 
     @property
-    def images_per_step(self) -> int:
+    def images_per_step(self) -> int:  # one step of each model
         return self.batch_size * self.models
 
     def label(self, device: torch.device) -> str:
@@ -59,6 +61,10 @@ class StepCase:
         elif self.kind == "vmap":
             how = f"vmap x{self.models}, " + (
                 "CUDA graph" if self.graph and device.type == "cuda" else "eager"
+            )
+        elif self.kind == "streams":
+            how = f"{self.models} streams, " + (
+                "CUDA graphs" if self.graph and device.type == "cuda" else "eager"
             )
         else:
             how = "CUDA graph" if self.graph and device.type == "cuda" else "eager program"
@@ -157,6 +163,21 @@ class _Runner:
                     warnings.warn(
                         f"vmap capture failed ({type(e).__name__}: {e}); eager", stacklevel=2
                     )
+        elif case.kind == "streams":
+            options = FastPathOptions(
+                graph=case.graph and graph_available(device),
+                channels_last=case.channels_last,
+                warmup=warmup,
+            )
+            self.programs = []
+            for seed in range(case.models):
+                model, masks = _model_and_masks(case, device, seed)
+                if case.channels_last:
+                    model.to(memory_format=torch.channels_last)
+                self.programs.append(build_program(model, masks, self.data, spec, options))
+            self.program = self.programs[0]
+            cuda = device.type == "cuda"
+            self.streams = [torch.cuda.Stream(device) if cuda else None for _ in self.programs]
         elif case.kind == "plain":
             opt = make_optimizer(self.model.parameters(), spec)
             self._plain = plain_step(self.model, masks, opt, spec, device)
@@ -172,7 +193,9 @@ class _Runner:
                 warmup=warmup,
             )
             self.program = build_program(self.model, masks, self.data, spec, options)
-        self.graphed = case.kind != "plain" and self.program.graph is not None
+        self.graphed = case.kind != "plain" and all(
+            p.graph is not None for p in getattr(self, "programs", [self.program])
+        )
 
     def start_epoch(self) -> None:
         perm = torch.randperm(self.case.n_train, generator=self.generator)
@@ -186,6 +209,17 @@ class _Runner:
             self._perm = perm.to(self.device)
             self._sums.zero_()
             self._b = 0
+        elif self.case.kind == "streams":
+            # The permutation copies run on the main stream: after every stream's last step of the
+            # previous epoch, before any step of this one. No join between steps inside an epoch.
+            main = torch.cuda.current_stream(self.device) if self.streams[0] else None
+            for stream in self.streams if main else []:
+                main.wait_stream(stream)
+            self.program.start_epoch(perm)
+            for p in self.programs[1:]:
+                p.start_epoch(torch.randperm(self.case.n_train, generator=self.generator))
+            for stream in self.streams if main else []:
+                stream.wait_stream(main)
         else:
             self.program.start_epoch(perm)
 
@@ -195,6 +229,14 @@ class _Runner:
             idx = self._perm[self._b * bs : (self._b + 1) * bs]
             self._sums += self._plain(self.data.train_x[idx], self.data.train_y[idx])
             self._b += 1
+        elif self.case.kind == "streams":
+            if self.streams[0] is None:
+                for p in self.programs:
+                    p.run()
+                return
+            for p, stream in zip(self.programs, self.streams):
+                with torch.cuda.stream(stream):
+                    p.run()
         else:
             self.program.run()
 

@@ -67,9 +67,14 @@ def save_round(
     return folder
 
 
-def write_trial_outputs(out_dir: str | Path, config: dict[str, Any], state: TrialState) -> None:
-    """rounds.csv and trial.json of all rounds so far, plus the latest round's masks and weights."""
+def write_trial_outputs(
+    out_dir: str | Path, config: dict[str, Any], state: TrialState, **runtime: Any
+) -> None:
+    """rounds.csv and trial.json of all rounds so far, plus the latest round's masks and weights.
+
+    `runtime`: what the configuration left to the machine (device, precision), kept in trial.json.
+    """
     out_dir = Path(out_dir)
     save_round(out_dir, state.rounds_done - 1, state.masks, state.last_final)
     write_rounds_csv(state.history, out_dir / "rounds.csv")
-    write_trial_json(out_dir / "trial.json", config, state.history, state.curves)
+    write_trial_json(out_dir / "trial.json", config, state.history, state.curves, **runtime)

@@ -99,8 +99,10 @@ class TrainSpec:
         "26ep", "training length of round 0 (dense): '<n>ep' epochs or '<n>it' iterations"
     )
     retrain: str = doc("25ep", "training length of every later round: '<n>ep' or '<n>it'")
-    precision: Literal["fp32", "tf32", "bf16"] = doc(
-        "fp32", "arithmetic precision of training (bf16 = autocast, fp32 master weights)"
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = doc(
+        "auto",
+        "arithmetic precision of training: auto = bf16 on CUDA (within fp32's seed spread in the"
+        " precision study), fp32 elsewhere; bf16 = autocast with fp32 master weights",
     )
     device: Literal["auto", "cpu", "cuda"] = doc(
         "auto", "where to train: auto = cuda when visible, else cpu"

@@ -36,6 +36,7 @@ from lth_ray.train import (
     masked_params,
     masked_update,
     plain_step,
+    resolve_precision,
     run_epochs,
     set_precision,
 )
@@ -48,9 +49,9 @@ class FastPathOptions:
     """Knobs of the fast path that are not part of a trial's science (they change speed, not results)."""
 
     graph: bool | None = None  # capture the step in a CUDA graph; None = when the device is CUDA
-    channels_last: bool = (
-        False  # NHWC activations and conv weights inside the round (bf16 likes it)
-    )
+    # NHWC activations and conv weights inside the round; None = when the step runs bf16 on CUDA
+    # (measured: +10% for one trial, +33% for 8 packed under MPS; fp32 and tf32 keep NCHW)
+    channels_last: bool | None = None
     eval_batch_size: int = 2500  # evaluation batch: at least this, at least spec.eval_batch_size
     warmup: int = 3  # eager steps before capture (lazy optimizer state, cuDNN/cuBLAS plans)
     capturable: bool | None = None  # Adam state on the device; None = when graphed (checks set it)
@@ -60,9 +61,15 @@ def graph_available(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available()
 
 
+def use_channels_last(options: FastPathOptions, spec: TrainSpec, device: torch.device) -> bool:
+    if options.channels_last is not None:
+        return options.channels_last
+    return device.type == "cuda" and resolve_precision(spec.precision, device) == "bf16"
+
+
 def _autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
     # The autocast weight cache must be off under graph capture; results are the same either way.
-    if spec.precision == "bf16":
+    if resolve_precision(spec.precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
@@ -223,7 +230,14 @@ def build_program(
     if capturable and not graph:  # a check runs the captured math eagerly on purpose: no warning
         optimizer._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]
     program = StepProgram(
-        model, masks, data.train_x, data.train_y, spec, optimizer, batch_size, options.channels_last
+        model,
+        masks,
+        data.train_x,
+        data.train_y,
+        spec,
+        optimizer,
+        batch_size,
+        use_channels_last(options, spec, device),
     )
     if graph:
         try:
@@ -254,6 +268,7 @@ def train_fast(
     """
     options = options or FastPathOptions()
     device = next(model.parameters()).device
+    options = dataclasses.replace(options, channels_last=use_channels_last(options, spec, device))
     set_precision(spec, device)
     model.train()
     if options.channels_last:

@@ -42,6 +42,7 @@ from lth_ray.train import (
     clone_state,
     evaluate,
     resolve_device,
+    resolve_precision,
     train,
 )
 
@@ -110,6 +111,14 @@ class LotteryTrial:
         self.state = TrialState(masks={k: v.cpu() for k, v in dense_masks(self.model).items()})
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What the config left to the machine: the device and the precision that actually ran."""
+        return {
+            "device": str(self.device),
+            "precision": resolve_precision(self.cfg.train.precision, self.device),
+        }
+
     @property
     def rounds_total(self) -> int:
         return self.cfg.prune.rounds + 1

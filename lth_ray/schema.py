@@ -13,6 +13,8 @@ TAG_TRIAL = "lth_ray.trial"  # trial key, e.g. "stability-s0-p0.1-iterative-none
 TAG_ROUNDS_TOTAL = "lth_ray.rounds_total"  # rounds a complete trial logs (prune.rounds + 1)
 TAG_NUM_CLASSES = "lth_ray.num_classes"  # for the chance level
 TAG_ROUNDS_DONE = "lth_ray.rounds_done"  # rounds finished so far (updated after every round)
+TAG_DEVICE = "lth_ray.device"  # where the trial trained (cpu, cuda)
+TAG_PRECISION = "lth_ray.precision"  # the precision that ran (train.precision 'auto' resolved)
 MLFLOW_PARENT = "mlflow.parentRunId"
 
 # Tags naming the trial's place in the grid (plain names so the MLflow UI can filter by them).
@@ -49,3 +51,6 @@ ROUND_METRICS = (
 EPOCH_METRICS = ("epoch_train_loss", "epoch_val_loss", "epoch_val_acc")
 # Whole-trial metrics (no step): energy where NVML can read the GPU's power.
 ENERGY_METRIC = "energy_wh"
+# Per round (step = round), written after the round's checkpoint and report: the seconds spent on
+# MLflow writes, the checkpoint and Tune's report, i.e. what Ray and MLflow cost each round.
+BOOKKEEPING_METRIC = "bookkeeping_seconds"

@@ -31,6 +31,8 @@ from lth_ray.config import (  # noqa: E402
     load_ablation,
     trial_key,
 )
+from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
+from lth_ray.mps import mps_active  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
@@ -173,6 +175,11 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
     import ray
 
     gpu = spec.resources.gpu
+    if 0 < gpu < 1 and local and ray.cluster_resources().get("GPU", 0) > 0 and not mps_active():
+        return gpu, (
+            f"note: {round(1 / gpu)} trials share each GPU (resources.gpu {gpu}) but CUDA MPS is not "
+            f"running, so the GPU time-slices between them and packing adds no throughput: {MPS_HINT}"
+        )
     if gpu <= 0 or ray.cluster_resources().get("GPU", 0) > 0 or not local:
         return gpu, None
     if spec.resources.gpu_fallback == "cpu":

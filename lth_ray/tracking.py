@@ -300,8 +300,12 @@ class TrialRun:
             "log artifacts",
         )
 
-    def log_metric(self, key: str, value: float) -> None:
-        retry(lambda: self.client.log_metric(self.run_id, key, value), "log metric")
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            retry(lambda k=k, v=v: self.client.set_tag(self.run_id, k, v), "tag trial")
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        retry(lambda: self.client.log_metric(self.run_id, key, value, step=step), "log metric")
 
     def end(self, status: str = "FINISHED") -> None:
         if self._monitor is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from lth_ray import schema
 from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config import TrialConfig, trial_key
 from lth_ray.data import load_dataset
@@ -63,6 +64,12 @@ def lottery_trainable(config: dict[str, Any]) -> None:
         run_id, energy_before = saved["mlflow_run_id"], saved.get("energy_wh", 0.0)
 
     run = TrialRun(ctx, cfg, data.num_classes, run_id)
+    run.set_tags(
+        {
+            schema.TAG_DEVICE: trial.runtime["device"],
+            schema.TAG_PRECISION: trial.runtime["precision"],
+        }
+    )
     run.start_system_metrics()
     meter = EnergyMeter()
     # Rounds already checkpointed but missing in MLflow (died between the two writes) are logged now.
@@ -76,7 +83,8 @@ def lottery_trainable(config: dict[str, Any]) -> None:
             maybe_inject_fault(key, trial.state.rounds_done)
             t0 = time.perf_counter()
             record = trial.run_round()
-            record["round_seconds"] = time.perf_counter() - t0
+            t_round = time.perf_counter()
+            record["round_seconds"] = t_round - t0
             curve = trial.state.curves[-1]
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
@@ -93,10 +101,14 @@ def lottery_trainable(config: dict[str, Any]) -> None:
                 tune.report(
                     report_metrics(record, trial), checkpoint=tune.Checkpoint.from_directory(folder)
                 )
+            # What this round cost beyond its own work: MLflow writes, checkpoint, Tune's report.
+            run.log_metric(
+                schema.BOOKKEEPING_METRIC, time.perf_counter() - t_round, step=int(record["round"])
+            )
         if meter.available:
             run.log_metric("energy_wh", energy_before + (meter.wh() or 0.0))
         with tempfile.TemporaryDirectory() as folder:
-            write_trial_outputs(folder, cfg.to_dict(), trial.state)
+            write_trial_outputs(folder, cfg.to_dict(), trial.state, runtime=trial.runtime)
             run.log_artifacts(folder)
     except BaseException:
         run.end("FAILED")

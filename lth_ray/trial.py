@@ -102,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{trial_key(cfg)}: {cfg.model.arch} on {cfg.dataset.name} "
         f"({len(data.train_x)}/{len(data.val_x)}/{len(data.test_x)} train/val/test, loaded in "
-        f"{time.perf_counter() - t0:.1f} s), device {trial.device}, {trial.rounds_total} rounds -> {out}"
+        f"{time.perf_counter() - t0:.1f} s), device {trial.device} in {trial.runtime['precision']}, {trial.rounds_total} rounds -> {out}"
     )
 
     def on_round(record: dict[str, Any], t: LotteryTrial) -> None:
         print(format_round(record, t.rounds_total), flush=True)
-        write_trial_outputs(out, cfg.to_dict(), t.state)
+        write_trial_outputs(out, cfg.to_dict(), t.state, runtime=t.runtime)
 
     trial.run(on_round)
     print(f"done in {time.perf_counter() - t0:.1f} s: {out / 'rounds.csv'}")

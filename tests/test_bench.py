@@ -347,24 +347,39 @@ def test_measure_streams_counts_every_model_and_trains_each_apart():
     assert all(int(p.offset) == 2 * 60 for p in runner.programs)  # each program stepped twice
 
 
-def test_overhead_projection_onto_a_study_round():
+def test_overhead_projection_onto_a_study_trial():
     trials = [
-        {"rounds": 2, "train_seconds": 4.0, "round_seconds": 5.0, "energy_wh": 0.5},
-        {"rounds": 2, "train_seconds": 4.0, "round_seconds": 5.0, "system_metrics": ["system/a"]},
+        {
+            "rounds": 2,
+            "train_seconds": 4.0,
+            "round_seconds": 5.0,
+            "bookkeeping_seconds": 0.4,
+            "energy_wh": 0.5,
+        },
+        {
+            "rounds": 2,
+            "train_seconds": 4.0,
+            "round_seconds": 5.0,
+            "bookkeeping_seconds": 0.6,
+            "system_metrics": ["system/a"],
+        },
     ]
     s = overhead.summarise(30.0, trials, fit_s=18.0, images=80_000)
     assert s["train_images_per_s"] == pytest.approx(10_000)
-    assert s["per_round_bookkeeping_s"] == pytest.approx((18.0 - 10.0) / 4)
-    assert s["study_round_train_s"] == pytest.approx(overhead.STUDY_ROUND_IMAGES / 10_000)
-    assert s["projected_study_overhead"] == pytest.approx(2.0 / 112.5)
+    assert s["per_round_bookkeeping_s"] == pytest.approx(1.0 / 4)
+    assert s["per_trial_fixed_s"] == pytest.approx((18.0 - 10.0 - 1.0) / 2)
+    assert s["study_trial_train_s"] == pytest.approx(401 * 45_000 / 10_000)
+    assert s["study_trial_overhead_s"] == pytest.approx(3.5 + 16 * 0.25)
+    assert s["projected_study_overhead"] == pytest.approx(7.5 / 1804.5)
     assert s["energy_wh_per_trial"] == [0.5] and s["system_metrics_logged"] == ["system/a"]
     lines = suite.report_lines(_fake_result(sweep=s))
     assert any(
-        line.startswith("projected Ray + MLflow overhead ratio")
-        and "1.78%" in line
+        line.startswith("projected Ray + MLflow overhead ratio for one study trial")
+        and "0.42%" in line
         and "met" in line
         for line in lines
     )
+    assert any("3.5 s fixed + 0.25 s per round" in line for line in lines)
     assert "projected_study_overhead" not in overhead.summarise(30.0, trials, fit_s=18.0)
 
 

@@ -158,6 +158,12 @@ def test_cluster_yaml_shape() -> None:
     assert f'"mlflow=={mlflow.__version__}"' in setup
     assert "[cluster]" in setup  # boto3 for the autoscaler and MLflow's S3 artifacts
 
+    # GPU workers start CUDA MPS before Ray, so packed trials share the GPU instead of time-slicing.
+    start = c["worker_start_ray_commands"]
+    mps = [i for i, cmd in enumerate(start) if "nvidia-cuda-mps-control -d" in cmd]
+    ray_start = [i for i, cmd in enumerate(start) if "ray start" in cmd]
+    assert mps and ray_start and mps[0] < ray_start[0], start
+
     # MLflow: started on the head, bound to its private address, with allowed hosts.
     server = mlflow_command(c)
     assert '--host "$HEAD_IP"' in server and "0.0.0.0" not in server

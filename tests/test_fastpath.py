@@ -251,3 +251,17 @@ def test_train_dispatches_to_the_graph_on_cuda(data):
     assert [e.iteration for e in graphed.curve] == [e.iteration for e in plain.curve]
     for x, y in zip(graphed.curve, plain.curve):
         assert abs(x.train_loss - y.train_loss) < 1e-2
+
+
+def test_channels_last_is_the_default_for_bf16_on_cuda_only():
+    from lth_ray.fastpath import use_channels_last
+
+    cuda = torch.device("cuda")  # a device object needs no GPU
+    auto = FastPathOptions()
+    assert use_channels_last(auto, TrainSpec(), cuda)  # precision auto -> bf16 on CUDA
+    assert use_channels_last(auto, TrainSpec(precision="bf16"), cuda)
+    assert not use_channels_last(auto, TrainSpec(precision="fp32"), cuda)
+    assert not use_channels_last(auto, TrainSpec(precision="tf32"), cuda)
+    assert not use_channels_last(auto, TrainSpec(precision="bf16"), CPU)
+    assert not use_channels_last(FastPathOptions(channels_last=False), TrainSpec(), cuda)
+    assert use_channels_last(FastPathOptions(channels_last=True), TrainSpec(), CPU)

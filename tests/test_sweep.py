@@ -91,7 +91,16 @@ def test_smoke_sweep_with_a_killed_trial(workdir, monkeypatch):
             t.prune.control,
         )
         assert run.info.status == "FINISHED"
+        assert (tags[schema.TAG_DEVICE], tags[schema.TAG_PRECISION]) == (
+            "cpu",
+            "fp32",
+        )  # auto on CPU
         assert run.data.params["prune.criterion"] == t.prune.criterion
+        # each finished round's Ray + MLflow time, once per round (the killed attempt's round 2 died
+        # before its report, so it is there once too)
+        bookkeeping = client.get_metric_history(run.info.run_id, schema.BOOKKEEPING_METRIC)
+        assert sorted(int(m.step) for m in bookkeeping) == list(range(t.prune.rounds + 1)), t
+        assert all(0 < m.value < 60 for m in bookkeeping)
         for key in ("test_acc", "sparsity", "weights_remaining", "best_epoch"):
             assert rounds_logged(client, run.info.run_id, key) == list(range(t.prune.rounds + 1)), (
                 t,
@@ -261,4 +270,22 @@ def test_gpu_request_without_gpu_falls_back_or_fails(monkeypatch):
             load_ablation(SMOKE, ["resources.gpu=0.5", "resources.gpu_fallback=error"]), local=True
         )
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    monkeypatch.setattr(sweep, "mps_active", lambda: True)
     assert sweep.resolve_gpu(spec, local=True) == (0.5, None)
+
+
+def test_packing_without_mps_is_pointed_out(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    monkeypatch.setattr(sweep, "mps_active", lambda: False)
+    gpu, note = sweep.resolve_gpu(load_ablation(SMOKE, ["resources.gpu=0.125"]), local=True)
+    assert (
+        gpu == 0.125 and "8 trials share each GPU" in note and "nvidia-cuda-mps-control -d" in note
+    )
+    # a whole GPU per trial, or a cluster whose nodes the driver cannot see: nothing to say
+    assert sweep.resolve_gpu(load_ablation(SMOKE, ["resources.gpu=1"]), local=True) == (1.0, None)
+    assert sweep.resolve_gpu(load_ablation(SMOKE, ["resources.gpu=0.125"]), local=False) == (
+        0.125,
+        None,
+    )

@@ -37,6 +37,8 @@ def test_smoke_trial_cli_writes_its_outputs(tmp_path, capsys):
     doc = json.loads((tmp_path / "trial.json").read_text())
     assert doc["config"]["prune"]["criterion"] == "magnitude"
     assert len(doc["rounds"]) == 4 and len(doc["epochs"][0]) == 3
+    assert doc["config"]["train"]["precision"] == "auto"  # as configured ...
+    assert doc["runtime"] == {"device": "cpu", "precision": "fp32"}  # ... and as it ran
 
     for r in range(4):
         masks = torch.load(tmp_path / f"round_{r:02d}" / "masks.pt")

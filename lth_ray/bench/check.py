@@ -10,7 +10,7 @@ CPU: fp32 with channels_last vs without, 1e-5 after 3 steps, 0.1 after 30). Henc
   to float tolerance (graph + capturable Adam vs eager + host-side Adam);
 - round: over a whole round (2 epochs, a partial last batch unless drop_last, a rewind point) both
   give the same epochs and iterations, pruned weights exactly 0, and per-epoch losses within
-  `LOSS_TOLERANCE`; their weight gap is reported, not judged;
+  `LOSS_TOLERANCE` of the precision; their weight gap is reported, not judged;
 - graph (CUDA only): the graphed round and the same round run eagerly with the same capturable
   optimizer and deterministic cuDNN agree to `GRAPH_TOLERANCE` over the whole round: replaying the
   graph is the eager computation.
@@ -34,7 +34,11 @@ from lth_ray.train import StateDict, TrainResult, train
 
 # ||w_a - w_b|| / ||w_a - w_start|| after one step (bf16 with channels_last: other kernels, measured 1e-3 on CPU).
 STEP_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-3, "bf16": 1e-2}
-LOSS_TOLERANCE = 1e-2  # nats, per-epoch train and validation loss over a round
+# Nats, per-epoch train and validation loss over a round (40 Adam steps). bf16 rounds to 2^-8
+# relative, about 1e-2 nats on a loss near 2.3 in a single forward pass, before Adam amplifies it:
+# on an H200 the plain-vs-graphed gap measured 1.1e-2 to 1.7e-2 in bf16 (NCHW) while the graph
+# replayed the eager computation bit for bit, so bf16 gets a bf16-sized bound.
+LOSS_TOLERANCE = {"fp32": 1e-2, "tf32": 1e-2, "bf16": 3e-2}
 GRAPH_TOLERANCE = 1e-5  # graph replay vs the same eager step
 
 
@@ -167,6 +171,7 @@ def check_precision(
     fast1, _, _ = run_round(device, spec, (1, "it"), size, fast)
     out["step_gap"] = weight_gap(plain1.final, fast1.final, start)
     out["step_tolerance"] = STEP_TOLERANCE[precision]
+    out["loss_tolerance"] = LOSS_TOLERANCE[precision]
 
     plain, start, masks = run_round(device, spec, (2, "ep"), size, None)
     fastr, _, _ = run_round(device, spec, (2, "ep"), size, fast)
@@ -179,8 +184,8 @@ def check_precision(
         and out["pruned_weights_zero"]
         and rnd["same_epochs_and_iterations"]
         and rnd["rewind_both_or_neither"]
-        and rnd["max_train_loss_diff"] <= LOSS_TOLERANCE
-        and rnd["max_val_loss_diff"] <= LOSS_TOLERANCE
+        and rnd["max_train_loss_diff"] <= LOSS_TOLERANCE[precision]
+        and rnd["max_val_loss_diff"] <= LOSS_TOLERANCE[precision]
     )
     if device.type == "cuda":
         with deterministic_cudnn():
@@ -214,7 +219,7 @@ def format_check(r: dict[str, Any]) -> str:
     text = (
         f"{'OK  ' if r['ok'] else 'FAIL'} {r['precision']:>4}{'+cl' if r['channels_last'] else '   '} "
         f"drop_last={r['drop_last']!s:<5} step gap {r['step_gap']:.1e} (tol {r['step_tolerance']:.0e}); "
-        f"round: loss diff {max(rnd['max_train_loss_diff'], rnd['max_val_loss_diff']):.1e} (tol {LOSS_TOLERANCE:.0e}), "
+        f"round: loss diff {max(rnd['max_train_loss_diff'], rnd['max_val_loss_diff']):.1e} (tol {LOSS_TOLERANCE[r['precision']]:.0e}), "
         f"weight gap {rnd['weight_gap']:.1e}, pruned zero {r['pruned_weights_zero']}"
     )
     if "graph" in r:

@@ -77,9 +77,10 @@ def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     out = []
     for run in runs:
         row: dict[str, Any] = {"rounds": 0.0, "train_seconds": 0.0, "round_seconds": 0.0}
+        row[schema.BOOKKEEPING_METRIC] = 0.0
         row["energy_wh"] = run.data.metrics.get("energy_wh")  # NVML, where the GPU has a counter
         row["system_metrics"] = sorted(k for k in run.data.metrics if k.startswith("system/"))
-        for key in ("train_seconds", "round_seconds"):
+        for key in ("train_seconds", "round_seconds", schema.BOOKKEEPING_METRIC):
             history = client.get_metric_history(run.info.run_id, key)
             row[key] = float(sum(m.value for m in history))
             row["rounds"] = max(row["rounds"], float(len(history)))
@@ -87,9 +88,10 @@ def _read_trials(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     return out
 
 
-# One retraining round of the study's protocol (25 epochs of 45,000 images): what the per-round
-# bookkeeping of Tune and MLflow is spread over in a real sweep.
-STUDY_ROUND_IMAGES = 25 * 45_000
+# A whole trial of the study's protocol: 26 + 15 x 25 epochs of 45,000 images in 16 rounds. The
+# sweep's fixed costs per trial and per round are projected onto it at the trials' measured speed.
+STUDY_TRIAL_IMAGES = (26 + 15 * 25) * 45_000
+STUDY_ROUNDS = 16
 
 
 def summarise(
@@ -101,15 +103,17 @@ def summarise(
     """Overhead = wall time / the trials' training time - 1, and where the rest of the time went.
 
     A short sweep is dominated by fixed costs, so the parts are kept apart for extrapolation:
-    `startup_s` (interpreter, imports, Ray start and stop: wall - Tune's fit), `per_trial_s` (inside
-    Tune but outside the trials' rounds: actor start, data, MLflow runs, checkpoints; per trial) and
-    `in_trial_eval_prune_s` (the trials' own evaluation and pruning, which is not Ray or MLflow).
-    With `images` (training images of all trials) it projects the Tune + MLflow share onto a round
-    of the study's protocol at the trials' measured speed, charging all of `per_trial_s` to rounds
-    (pessimistic: actor start and data loading happen once per trial, not per round).
+    `startup_s` (interpreter, imports, Ray start and stop: wall - Tune's fit, once per sweep),
+    `per_round_bookkeeping_s` (each round's MLflow writes, checkpoint and Tune report, as the
+    trials measure it), `per_trial_fixed_s` (the rest inside Tune but outside the rounds: actor
+    start, data, opening and closing the MLflow run) and `in_trial_eval_prune_s` (the trials' own
+    evaluation and pruning, which is not Ray or MLflow). With `images` (training images of all
+    trials) the Tune + MLflow part is projected onto one trial of the study's protocol at the
+    trials' measured training speed: (fixed + 16 x per round) / its training time.
     """
     train = sum(t["train_seconds"] for t in trials)
     rounds = sum(t["round_seconds"] for t in trials)
+    bookkeeping = sum(t.get("bookkeeping_seconds", 0.0) for t in trials)
     out: dict[str, Any] = {
         "trials": len(trials),
         "rounds": int(sum(t["rounds"] for t in trials)),
@@ -117,6 +121,7 @@ def summarise(
         "tune_fit_s": fit_s,
         "sum_train_seconds": train,
         "sum_round_seconds": rounds,
+        "sum_bookkeeping_seconds": bookkeeping,
     }
     if train > 0:
         out["overhead"] = wall_s / train - 1.0
@@ -132,13 +137,19 @@ def summarise(
     if fit_s is not None and trials:
         out["startup_s"] = wall_s - fit_s
         out["per_trial_s"] = (fit_s - rounds) / len(trials)
+        if out["rounds"] > 0:
+            out["per_round_bookkeeping_s"] = bookkeeping / out["rounds"]
+            out["per_trial_fixed_s"] = (fit_s - rounds - bookkeeping) / len(trials)
         if images and train > 0 and out["rounds"] > 0:
             rate = images / train
-            per_round = (fit_s - rounds) / out["rounds"]
             out["train_images_per_s"] = rate
-            out["per_round_bookkeeping_s"] = per_round
-            out["study_round_train_s"] = STUDY_ROUND_IMAGES / rate
-            out["projected_study_overhead"] = per_round / out["study_round_train_s"]
+            out["study_trial_train_s"] = STUDY_TRIAL_IMAGES / rate
+            out["study_trial_overhead_s"] = (
+                out["per_trial_fixed_s"] + STUDY_ROUNDS * out["per_round_bookkeeping_s"]
+            )
+            out["projected_study_overhead"] = (
+                out["study_trial_overhead_s"] / out["study_trial_train_s"]
+            )
     return out
 
 

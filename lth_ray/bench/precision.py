@@ -52,11 +52,13 @@ def _run_one(cfg_dict: dict[str, Any], out: Any) -> None:
         torch.set_num_threads(1)
         from lth_ray.data import load_dataset
         from lth_ray.lottery import LotteryTrial
+        from lth_ray.train import resolve_precision
 
         cfg = TrialConfig.from_dict(cfg_dict)
         t0 = time.perf_counter()
         data = load_dataset(cfg.dataset)
-        record = LotteryTrial(cfg, data).run_round()
+        trial = LotteryTrial(cfg, data)
+        record = trial.run_round()
         keep = (
             "test_acc",
             "test_acc_final",
@@ -67,7 +69,11 @@ def _run_one(cfg_dict: dict[str, Any], out: Any) -> None:
             "images_per_s",
         )
         result = {k: record[k] for k in keep}
-        result.update(seed=cfg.seed, precision=cfg.train.precision, wall_s=time.perf_counter() - t0)
+        result.update(
+            seed=cfg.seed,
+            precision=resolve_precision(cfg.train.precision, trial.device),
+            wall_s=time.perf_counter() - t0,
+        )
         out.put((os.getpid(), result))
     except BaseException as e:
         out.put(

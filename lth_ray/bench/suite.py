@@ -3,7 +3,8 @@
 All ratios compare numbers measured in the same run on the same device, never a stored figure: the
 naive reference (eager fp32 at batch 60, the plain loop's step), the card's ceiling (the same net at a
 large batch, graphed on CUDA, the fastest precision measured), the project's single-trial step (what
-`train` runs for a default trial here: fp32, graphed on CUDA) and the aggregate of N packed trials.
+`train` runs for a default trial here: bf16 with channels_last, graphed, on CUDA; fp32 on CPU) and
+the aggregate of N packed trials (processes; the printout says whether CUDA MPS served them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 import torch
 
 from lth_ray.bench.throughput import StepCase, describe_device, measure, measure_packed
+from lth_ray.mps import HINT as MPS_HINT
+from lth_ray.mps import mps_active
+from lth_ray.train import resolve_precision
 
 # Targets of issue 5, for one H100 (the printout says whether this run's device met them).
 TARGET_SINGLE_X_NAIVE = 3.0
@@ -95,6 +99,13 @@ class Plan:
             sweep_reserve_s=15.0,
         )
 
+    def default_key(self, singles: dict[str, Any]) -> str:
+        """The single-trial case a default trial runs here (`precision: auto`, fast-path options)."""
+        precision = resolve_precision("auto", self.device)
+        if precision == "bf16" and self.device.type == "cuda" and "bf16+cl" in singles:
+            return "bf16+cl"
+        return precision if precision in singles else next(iter(singles))
+
     def cases(self) -> dict[str, Any]:
         cuda = self.device.type == "cuda"
         common = {"width": self.width, "n_train": self.n_train}
@@ -172,6 +183,8 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
     torch.set_num_threads(plan.threads)
     cases = plan.cases()
     out: dict[str, Any] = {"device": describe_device(dev), "plan": _plan_dict(plan), "rows": []}
+    if dev.type == "cuda":
+        out["device"]["mps"] = mps_active()
     log(
         f"lth_ray.bench on {out['device']['name']} (torch {torch.__version__}); Conv-4 width {plan.width}, 3x32x32 random inputs, {plan.n_train} images resident"
     )
@@ -191,10 +204,11 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
         row("extra", measure(c, dev, plan.seconds))
     ceilings = [row("ceiling", measure(c, dev, plan.seconds)) for c in cases["ceiling"]]
     ceiling = max(ceilings, key=lambda r: r["images_per_s"])
-    default = singles.get("fp32") or next(iter(singles.values()))
+    default_key = plan.default_key(singles)
+    default = singles[default_key]
     fastest_key = max(singles, key=lambda p: singles[p]["images_per_s"])
 
-    packed_cases = [cases["single"].get("fp32") or next(iter(cases["single"].values()))]
+    packed_cases = [cases["single"][default_key]]
     if cases["single"][fastest_key] not in packed_cases:
         packed_cases.append(cases["single"][fastest_key])
     packed: list[dict[str, Any]] = []
@@ -222,6 +236,9 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
                 log(f"  packed x{n} {case.name}: failed: {res['error']}")
                 out["rows"].append({"kind": "packed", **res})
                 continue
+            if dev.type == "cuda":  # processes share the GPU side by side only under MPS
+                res["mps"] = out["device"]["mps"]
+                res["label"] += ", MPS" if res["mps"] else ", time-sliced (no MPS)"
             res["case"] = {
                 **res["case"],
                 "name": f"packed x{n} {case.precision}{'+cl' if case.channels_last else ''}",
@@ -232,7 +249,9 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
     # graphed programs on M CUDA streams of one process.
     engines: dict[str, list[dict[str, Any]]] = {"streams": [], "vmap": []}
     for kind, sizes in (("streams", plan.streams), ("vmap", plan.vmap)):
-        for case in packed_cases:
+        # vmap runs NCHW only: the channels_last twin of a case would repeat the same measurement
+        kind_cases = packed_cases if kind == "streams" else _unique_nchw(packed_cases)
+        for case in kind_cases:
             for m in sizes:
                 ecase = dataclasses.replace(
                     case,
@@ -350,6 +369,13 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
     return out
 
 
+def _unique_nchw(cases: list[StepCase]) -> list[StepCase]:
+    seen: dict[tuple[str, int], StepCase] = {}
+    for c in cases:
+        seen.setdefault((c.precision, c.batch_size), dataclasses.replace(c, channels_last=False))
+    return list(seen.values())
+
+
 def _plan_dict(plan: Plan) -> dict[str, Any]:
     d = dict(vars(plan))
     d["device"] = str(plan.device)
@@ -372,7 +398,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     naive, ceiling = result["naive"], result["ceiling"]
     lines = [
         f"device: {dev['name']} | torch {dev['torch']}"
-        + (f" | CUDA {dev.get('cuda')}" if dev["type"] == "cuda" else ""),
+        + (f" | CUDA {dev.get('cuda')}" if dev["type"] == "cuda" else "")
+        + (f" | CUDA MPS {'on' if dev['mps'] else 'off'}" if "mps" in dev else ""),
         f"{'case':<24} {'how':<42} {'procs':>5} {'images/s':>12} {'x naive':>8} {'of ceiling':>10} {'MiB/trial':>9}",
     ]
     for r in result["rows"]:
@@ -400,6 +427,10 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             f"best packed ({q['best_packed']}) / ceiling ratio: {q['best_packed_vs_ceiling']:.2f} "
             f"(target on one H100 >= {TARGET_PACKED_OF_CEILING:g}; this run {on}: {_met(q['best_packed_vs_ceiling'], TARGET_PACKED_OF_CEILING)})"
         )
+        if dev.get("mps") is False:
+            lines.append(
+                f"  packed processes time-slice the GPU without MPS; to pack for real, {MPS_HINT}"
+            )
     for kind, winner in (("vmap", "one vmapped process"), ("streams", "one process, many streams")):
         for v in q.get(kind, []):
             lines.append(
@@ -428,7 +459,11 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         parts = [f"evaluation+pruning inside the trials {o['in_trial_eval_prune_s']:.1f} s"]
         if "startup_s" in o:
             parts.append(f"start/stop of the sweep {o['startup_s']:.1f} s (once per sweep)")
-            parts.append(f"per trial outside its rounds {o['per_trial_s']:.1f} s")
+        if "per_round_bookkeeping_s" in o:
+            parts.append(
+                f"per trial {o['per_trial_fixed_s']:.1f} s fixed + {o['per_round_bookkeeping_s']:.2f} s "
+                "per round (MLflow writes, checkpoint, Tune report)"
+            )
         lines.append("  where the rest went: " + "; ".join(parts))
         if "energy_wh_per_trial" in o or "system_metrics_logged" in o:
             gpu_keys = [k for k in o.get("system_metrics_logged", []) if "gpu" in k]
@@ -438,9 +473,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             )
         if "projected_study_overhead" in o:
             lines.append(
-                f"projected Ray + MLflow overhead ratio for a study round (25 epochs x 45,000 images at "
-                f"this sweep's {o['train_images_per_s']:,.0f} images/s, all {o['per_round_bookkeeping_s']:.2f} s "
-                f"of per-round Tune + MLflow time charged to it): {100 * o['projected_study_overhead']:.2f}% "
+                f"projected Ray + MLflow overhead ratio for one study trial (16 rounds, 18.0M images at "
+                f"this sweep's {o['train_images_per_s']:,.0f} images/s per trial = {o['study_trial_train_s']:.0f} s of "
+                f"training, {o['study_trial_overhead_s']:.1f} s of Tune + MLflow): {100 * o['projected_study_overhead']:.2f}% "
                 f"(target <= {100 * TARGET_OVERHEAD:g}%: {_met(o['projected_study_overhead'], TARGET_OVERHEAD, higher=False)})"
             )
     else:

@@ -32,7 +32,7 @@ from lth_ray.config import (  # noqa: E402
     trial_key,
 )
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
-from lth_ray.mps import mps_active  # noqa: E402
+from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sweep-id", help="with --resume: which sweep; otherwise: name the new sweep")
     ap.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     ap.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    ap.add_argument(
+        "--mps",
+        action="store_true",
+        help="local Ray on a GPU machine: run a CUDA MPS daemon for the sweep, so that packed trials "
+        "(resources.gpu < 1) share the GPU side by side instead of time-slicing it",
+    )
     ap.add_argument(
         "--pending-timeout",
         type=float,
@@ -178,7 +184,8 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
     if 0 < gpu < 1 and local and ray.cluster_resources().get("GPU", 0) > 0 and not mps_active():
         return gpu, (
             f"note: {round(1 / gpu)} trials share each GPU (resources.gpu {gpu}) but CUDA MPS is not "
-            f"running, so the GPU time-slices between them and packing adds no throughput: {MPS_HINT}"
+            f"running, so the GPU time-slices between them and packing adds no throughput: rerun with "
+            f"--mps, or {MPS_HINT}"
         )
     if gpu <= 0 or ray.cluster_resources().get("GPU", 0) > 0 or not local:
         return gpu, None
@@ -212,6 +219,24 @@ def run_report(ctx: SweepContext) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mps and (args.address or os.environ.get("RAY_ADDRESS")):
+        print(
+            "error: --mps starts MPS for a local Ray; on a cluster the GPU workers start it "
+            "(cluster.yaml, worker_start_ray_commands)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        with mps_daemon(args.mps and not args.dry_run) as started:
+            if started:
+                print("CUDA MPS daemon started for this sweep (stopped at its end)")
+            return run_sweep(args)
+    except MpsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def run_sweep(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args)
         trials = [absolutize(t) for t in expand_trials(spec)]

@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--sweep-reserve", type=float, help="seconds of the budget kept for the overhead sweep"
     )
+    g.add_argument(
+        "--mps",
+        action="store_true",
+        help="run a CUDA MPS daemon for this run (unless one runs), started before any CUDA work",
+    )
     g.add_argument("--no-sweep", action="store_true", help="skip the Ray + MLflow overhead sweep")
     g.add_argument("--sweep-trials", type=int)
     g.add_argument("--sweep-epochs", type=int)
@@ -212,11 +217,20 @@ def main_study(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.check:
-        return main_check(args)
-    if args.precision_study:
-        return main_study(args)
-    return main_bench(args)
+    from lth_ray.mps import MpsError, mps_daemon
+
+    try:
+        with mps_daemon(args.mps) as started:
+            if started:
+                print("CUDA MPS daemon started for this run (stopped at its end)")
+            if args.check:
+                return main_check(args)
+            if args.precision_study:
+                return main_study(args)
+            return main_bench(args)
+    except MpsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

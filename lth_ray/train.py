@@ -9,7 +9,6 @@ epoch ("final") and, when asked, at a rewind point are kept. No Ray, no MLflow.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -75,12 +74,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
-
-
-def resolve_spec(spec: TrainSpec, device: torch.device) -> TrainSpec:
-    """The spec with a concrete precision: what the training and evaluation code reads."""
-    precision = resolve_precision(spec.precision, device)
-    return spec if precision == spec.precision else dataclasses.replace(spec, precision=precision)
 
 
 def set_precision(spec: TrainSpec, device: torch.device) -> None:

@@ -397,3 +397,16 @@ def test_report_lines_compare_each_one_process_engine_with_packing():
         and "1.50 -> one process, many streams faster" in line
         for line in lines
     )
+
+
+def test_vmap_measures_a_layout_pair_once_and_default_is_what_a_trial_runs():
+    cases = [
+        StepCase("single bf16", precision="bf16"),
+        StepCase("single bf16+cl", precision="bf16", channels_last=True),
+        StepCase("single fp32"),
+    ]
+    unique = suite._unique_nchw(cases)
+    assert [(c.precision, c.channels_last) for c in unique] == [("bf16", False), ("fp32", False)]
+    singles = {"fp32": {}, "bf16": {}, "bf16+cl": {}}
+    assert suite.Plan(torch.device("cuda")).default_key(singles) == "bf16+cl"  # precision auto
+    assert suite.Plan(CPU).default_key(singles) == "fp32"

@@ -255,10 +255,9 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
             for m in sizes:
                 ecase = dataclasses.replace(
                     case,
-                    name=f"{kind} x{m} {case.precision}{'+cl' if kind == 'streams' and case.channels_last else ''}",
+                    name=f"{kind} x{m} {case.precision}{'+cl' if case.channels_last else ''}",
                     kind=kind,
                     models=m,
-                    channels_last=case.channels_last and kind == "streams",
                 )
                 if (
                     plan.budget_s is not None

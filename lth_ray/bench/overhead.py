@@ -170,9 +170,8 @@ def measure_overhead(
     with tempfile.TemporaryDirectory(prefix="lth_bench_", dir=workdir) as tmp:
         folder = Path(tmp)
         ablation = folder / "bench_overhead.yaml"
-        ablation.write_text(
-            yaml.safe_dump(sweep_ablation(device, trials, epochs, rounds, gpu, quick))
-        )  # the same dict is rebuilt below to count the images trained
+        spec = sweep_ablation(device, trials, epochs, rounds, gpu, quick)
+        ablation.write_text(yaml.safe_dump(spec))
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         cmd = [
             sys.executable,
@@ -209,7 +208,6 @@ def measure_overhead(
             tail = "\n".join(output.strip().splitlines()[-5:])
             return {"error": f"sweep exited with {proc.returncode}: {tail}"}
         m = re.search(r"trials complete in ([0-9.]+) s", output)
-        spec = sweep_ablation(device, trials, epochs, rounds, gpu, quick)
         data = spec["dataset"]
         per_round = epochs * (data["synthetic_train"] - data["val_size"])
         found = _read_trials(uri, "bench_overhead")

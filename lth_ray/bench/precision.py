@@ -52,7 +52,6 @@ def _run_one(cfg_dict: dict[str, Any], out: Any) -> None:
         torch.set_num_threads(1)
         from lth_ray.data import load_dataset
         from lth_ray.lottery import LotteryTrial
-        from lth_ray.train import resolve_precision
 
         cfg = TrialConfig.from_dict(cfg_dict)
         t0 = time.perf_counter()
@@ -71,7 +70,7 @@ def _run_one(cfg_dict: dict[str, Any], out: Any) -> None:
         result = {k: record[k] for k in keep}
         result.update(
             seed=cfg.seed,
-            precision=resolve_precision(cfg.train.precision, trial.device),
+            precision=trial.runtime["precision"],
             wall_s=time.perf_counter() - t0,
         )
         out.put((os.getpid(), result))

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from lth_ray.bench.throughput import StepCase, describe_device, measure, measure_packed
+from lth_ray.config import TrainSpec
+from lth_ray.fastpath import FastPathOptions, use_channels_last
 from lth_ray.mps import HINT as MPS_HINT
 from lth_ray.mps import mps_active
 from lth_ray.train import resolve_precision
@@ -101,10 +103,11 @@ class Plan:
 
     def default_key(self, singles: dict[str, Any]) -> str:
         """The single-trial case a default trial runs here (`precision: auto`, fast-path options)."""
-        precision = resolve_precision("auto", self.device)
-        if precision == "bf16" and self.device.type == "cuda" and "bf16+cl" in singles:
-            return "bf16+cl"
-        return precision if precision in singles else next(iter(singles))
+        spec = TrainSpec()  # precision auto
+        key = resolve_precision(spec.precision, self.device)
+        if use_channels_last(FastPathOptions(), spec, self.device):
+            key += "+cl"
+        return key if key in singles else next(iter(singles))
 
     def cases(self) -> dict[str, Any]:
         cuda = self.device.type == "cuda"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets import DATASETS, DatasetError, RawData, cached
 from lth_ray.datasets.image_folder import is_archive
 

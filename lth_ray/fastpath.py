@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.config import TrainSpec
+from lth_ray.config.specs import TrainSpec
 from lth_ray.data import DataSplits
 from lth_ray.pruning import Masks
 from lth_ray.train import (

@@ -2,8 +2,10 @@
 
 Round 0 trains the dense net from theta_0. Every later round scores the active weights with the
 criterion, prunes (iterative: from the last retrained net; one-shot: from the dense net straight to the
-iterative schedule's level), rewinds the survivors (theta_0, a late-rewind point, or a fresh init for the
-reinit control) and retrains under the mask.
+iterative schedule's level), rewinds the survivors (theta_0 or a late-rewind point) and retrains under
+the mask. A control trial computes the same ticket and then trains, and reports, its control of each
+level: `reinit` (the ticket's mask, a fresh initialisation) or `random_mask` (a uniformly random mask
+with the ticket's per-layer sparsity, from the ticket's start weights; open_lth's `randomly_prune`).
 
 Everything random is derived from (seed, purpose, round), so a trial restored from the checkpoint of
 round k computes exactly what an uninterrupted one would have: the checkpoint holds masks, the weights
@@ -19,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lth_ray.config import TrialConfig, parse_rewind, parse_steps
+from lth_ray.config.specs import TrialConfig, parse_rewind, parse_steps
 from lth_ray.data import DataSplits
 from lth_ray.models import build_model, weight_layers
 from lth_ray.pruning import (
@@ -32,6 +34,7 @@ from lth_ray.pruning import (
     prunable_names,
     prune,
     prune_to,
+    random_like,
     schedule_remaining,
     sparsity_report,
 )
@@ -193,9 +196,9 @@ class LotteryTrial:
         ticket = self._train_branch(r, "ticket", steps)
         reported = ticket
         ticket_acc = None
-        if cfg.prune.control == "reinit" and r > 0:
+        if cfg.prune.control != "none" and r > 0:
             ticket_acc = self._test(ticket.best)[1]
-            reported = self._train_branch(r, "reinit", steps)
+            reported = self._train_branch(r, cfg.prune.control, steps)
 
         if r == 0:
             s.rewind = _cpu(ticket.rewind)
@@ -237,9 +240,16 @@ class LotteryTrial:
         plan = schedule_remaining(active, self.fraction, p.rounds, p.scope)
         return prune_to(scores, dense, self.names, plan[r - 1], p.scope)
 
+    def _draw(self, r: int, branch: str) -> tuple[Any, ...]:
+        """What a branch's random draws derive from: a control's include its kind and index, so
+        repeated controls, and controls of different seeds and rounds, never share a draw."""
+        if branch == "ticket":
+            return (self.cfg.seed, r, branch)
+        return (self.cfg.seed, r, branch, self.cfg.prune.control_index)
+
     def _start_weights(self, r: int, branch: str) -> StateDict:
-        if branch == "reinit":  # same architecture and initialiser, another seed
-            seed = self.cfg.seed + self.cfg.prune.reinit_seed_offset + r
+        if branch == "reinit":  # same architecture and initialiser, an independent draw
+            seed = derive_seed(*self._draw(r, branch), "init")
             return build_model(
                 self.cfg.model, self.data.input_shape, self.data.num_classes, seed
             ).state_dict()
@@ -247,17 +257,23 @@ class LotteryTrial:
             return self.state.rewind
         return self.theta0
 
+    def _branch_masks(self, r: int, branch: str) -> Masks:
+        if branch != "random_mask":
+            return self.state.masks
+        return random_like(self.state.masks, self.names, generator(*self._draw(r, branch), "mask"))
+
     def _train_branch(self, r: int, branch: str, steps: tuple[int, str]) -> TrainResult:
         self.model.load_state_dict(self._start_weights(r, branch))
-        masks = {k: v.to(self.device) for k, v in self.state.masks.items()}
+        masks = {k: v.to(self.device) for k, v in self._branch_masks(r, branch).items()}
         apply_masks(self.model, masks)
+        seed, *rest = self._draw(r, branch)
         return train(
             self.model,
             masks,
             self.data,
             self.cfg.train,
             steps,
-            generator(self.cfg.seed, "data", r, branch),
+            generator(seed, "data", *rest),
             rewind_at=self.rewind_point if r == 0 else None,
             step_factory=self.step_factory,
         )

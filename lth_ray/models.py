@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lth_ray.config import ModelSpec
+from lth_ray.config.specs import ModelSpec
 from lth_ray.registry import Registry
 
 Builder = Callable[[ModelSpec, tuple[int, int, int], int], nn.Module]

@@ -37,6 +37,20 @@ def dense_masks(model: nn.Module) -> Masks:
     }
 
 
+def random_like(masks: Masks, names: list[str], gen: torch.Generator) -> Masks:
+    """Uniformly random masks keeping each named layer's count of active weights (the ticket's
+    per-layer sparsity); other layers keep their masks. Drawn on the CPU, so any device agrees."""
+    out = dict(masks)
+    for name in names:
+        m = masks[name]
+        keep = int(m.sum())
+        order = torch.randperm(m.numel(), generator=gen)[:keep]
+        flat = torch.zeros(m.numel(), dtype=torch.bool)
+        flat[order] = True
+        out[name] = flat.view(m.shape).to(m.device)
+    return out
+
+
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks) -> None:
     """Zero the masked-off weights in place."""

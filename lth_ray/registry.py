@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -30,6 +31,14 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items))
             raise KeyError(f"unknown {self.kind} {name!r} (known: {known})") from None
+
+    def check(self, name: object) -> str | None:
+        """None when `name` is registered, else what was expected (for a config error message)."""
+        if isinstance(name, str) and name in self._items:
+            return None
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"expected a {self.kind}: one of {self.names()}, got {name!r}{hint}"
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -9,12 +9,15 @@ Child metrics are logged with step = pruning round (0 = dense). Accuracies are f
 TAG_ROLE = "lth_ray.role"  # "sweep" on the parent, "trial" on children
 TAG_SWEEP = "lth_ray.sweep"  # sweep id, on parent and children
 TAG_ABLATION = "lth_ray.ablation"  # ablation name
-TAG_TRIAL = "lth_ray.trial"  # trial key, e.g. "stability-s0-p0.1-iterative-none"
+TAG_TRIAL = "lth_ray.trial"  # trial key, e.g. "stability-s0-p0.1-rw1ep-reinit"
 TAG_ROUNDS_TOTAL = "lth_ray.rounds_total"  # rounds a complete trial logs (prune.rounds + 1)
 TAG_NUM_CLASSES = "lth_ray.num_classes"  # for the chance level
 TAG_ROUNDS_DONE = "lth_ray.rounds_done"  # rounds finished so far (updated after every round)
 TAG_DEVICE = "lth_ray.device"  # where the trial trained (cpu, cuda)
 TAG_PRECISION = "lth_ray.precision"  # the precision that ran (train.precision 'auto' resolved)
+TAG_AXES = "lth_ray.axes"  # comma-separated dotted fields that vary in the sweep (each is a tag too)
+TAG_ARM = "lth_ray.arm"  # ticket | one_shot | reinit | random_mask (#k for a repeated control)
+TAG_CONTROL_INDEX = "control_index"  # which of a ticket's repeated controls (0 when not repeated)
 MLFLOW_PARENT = "mlflow.parentRunId"
 
 # Tags naming the trial's place in the grid (plain names so the MLflow UI can filter by them).
@@ -22,7 +25,7 @@ TAG_CRITERION = "criterion"
 TAG_SEED = "seed"
 TAG_PRUNE_RATE = "prune_rate"
 TAG_SCHEDULE = "schedule"
-TAG_CONTROL = "control"
+TAG_CONTROL = "control"  # none | reinit | random_mask
 GRID_TAGS = (TAG_CRITERION, TAG_SEED, TAG_PRUNE_RATE, TAG_SCHEDULE, TAG_CONTROL)
 
 ROLE_SWEEP = "sweep"

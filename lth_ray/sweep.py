@@ -23,14 +23,10 @@ os.environ.setdefault(
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 
-from lth_ray.config import (  # noqa: E402
-    AblationSpec,
-    ConfigError,
-    TrialConfig,
-    expand_trials,
-    load_ablation,
-    trial_key,
-)
+from lth_ray.config.errors import ConfigError  # noqa: E402
+from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
+from lth_ray.config.load import load_ablation  # noqa: E402
+from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
@@ -113,20 +109,27 @@ def load_spec(args: argparse.Namespace) -> AblationSpec:
 
 
 def trial_table(trials: list[TrialConfig]) -> str:
-    """The dry-run table: only the fields that vary between trials."""
-    fields = {
-        "criterion": lambda t: t.prune.criterion,
-        "seed": lambda t: str(t.seed),
-        "prune_rate": lambda t: f"{t.prune.fraction:g}",
-        "schedule": lambda t: t.prune.schedule,
-        "control": lambda t: t.prune.control,
-    }
-    varying = [k for k, f in fields.items() if len({f(t) for t in trials}) > 1] or ["criterion"]
-    rows = [["#", *varying]] + [
-        [str(i), *(fields[k](t) for k in varying)] for i, t in enumerate(trials)
+    """The dry-run table: the trial keys and only the fields that vary between trials."""
+    varying = varying_fields(trials)
+    cells = {"arm": arm_of}
+    rows = [["#", "trial", *varying]] + [
+        [str(i), t.key, *(cells[k](t) if k in cells else t.axes.get(k, "") for k in varying)]
+        for i, t in enumerate(trials)
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def sweep_size(spec: AblationSpec, trials: list[TrialConfig]) -> str:
+    """'criteria_conv4: 120 trials (40 ticket, 40 one_shot, 40 reinit), 1920 rounds; varying: ...'"""
+    arms: dict[str, int] = {}
+    for t in trials:
+        arm = arm_of(t).split("#")[0]
+        arms[arm] = arms.get(arm, 0) + 1
+    parts = ", ".join(f"{n} {a}" for a, n in arms.items())
+    rounds = sum(t.prune.rounds + 1 for t in trials)
+    varying = ", ".join(f for f in varying_fields(trials) if f != "arm") or "nothing"
+    return f"{spec.name}: {len(trials)} trials ({parts}), {rounds} rounds; varying: {varying}"
 
 
 def absolutize(trial: TrialConfig) -> TrialConfig:
@@ -244,9 +247,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.dry_run:
-        print(
-            f"{spec.name}: {len(trials)} trials, {sum(t.prune.rounds + 1 for t in trials)} rounds"
-        )
+        print(sweep_size(spec, trials))
         print(trial_table(trials))
         return EXIT_OK
 
@@ -332,8 +333,8 @@ def run_sweep(args: argparse.Namespace) -> int:
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=spec.tune.max_concurrent or None,
                 reuse_actors=spec.tune.reuse_actors,
-                trial_name_creator=lambda t: trial_key(TrialConfig.from_dict(t.config["trial"])),
-                trial_dirname_creator=lambda t: trial_key(TrialConfig.from_dict(t.config["trial"])),
+                trial_name_creator=lambda t: t.config["trial"]["key"],
+                trial_dirname_creator=lambda t: t.config["trial"]["key"],
             ),
             run_config=run_config,
         )

@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from lth_ray import schema
-from lth_ray.config import TrialConfig, trial_key
+from lth_ray.config.grid import arm_of, trial_key
+from lth_ray.config.specs import TrialConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,7 +189,13 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Iterable[Metric]) ->
 
 
 def trial_tags(ctx: SweepContext, cfg: TrialConfig, num_classes: int) -> dict[str, str]:
+    """The trial's place in the sweep: plain grid tags, its arm, and one tag per varying field named
+    by its dotted path (filter in the UI with tags."prune.rewind" = '1ep')."""
     return {
+        **cfg.axes,
+        schema.TAG_AXES: ",".join(cfg.axes),
+        schema.TAG_ARM: arm_of(cfg),
+        schema.TAG_CONTROL_INDEX: str(cfg.prune.control_index),
         schema.TAG_ROLE: schema.ROLE_TRIAL,
         schema.TAG_SWEEP: ctx.sweep_id,
         schema.TAG_ABLATION: ctx.ablation,

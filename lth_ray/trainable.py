@@ -17,7 +17,8 @@ from ray import tune
 
 from lth_ray import schema
 from lth_ray.artifacts import write_trial_outputs
-from lth_ray.config import TrialConfig, trial_key
+from lth_ray.config.grid import trial_key
+from lth_ray.config.load import trial_from_dict
 from lth_ray.data import load_dataset
 from lth_ray.energy import EnergyMeter
 from lth_ray.lottery import LotteryTrial
@@ -49,7 +50,7 @@ def report_metrics(record: dict[str, Any], trial: LotteryTrial) -> dict[str, Any
 
 def lottery_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config.get("threads", 1)))
-    cfg = TrialConfig.from_dict(config["trial"])
+    cfg = trial_from_dict(config["trial"])
     ctx = SweepContext(**config["ctx"])
     key = trial_key(cfg)
     data = load_dataset(cfg.dataset)

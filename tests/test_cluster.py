@@ -470,7 +470,8 @@ def test_smoke_sweep_on_autoscaling_cluster_survives_a_lost_node(
 ) -> None:
     from mlflow import MlflowClient
 
-    from lth_ray.config import expand_trials, load_ablation
+    from lth_ray.config.grid import expand_trials
+    from lth_ray.config.load import load_ablation
 
     sets = ["resources.gpu=0.25"]  # 4 trials per (fake) GPU: two worker nodes for the sweep
     spec = load_ablation(SMOKE, sets)

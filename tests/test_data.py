@@ -17,7 +17,7 @@ from PIL import Image
 
 import lth_ray.datasets.cifar as cifar
 import lth_ray.datasets.image_folder as image_folder
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.data import DATASETS, DatasetError, DataSplits, load_dataset, load_raw, split_indices
 from lth_ray.datasets.idx import read_idx
 

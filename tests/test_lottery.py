@@ -240,3 +240,63 @@ def test_records_have_the_promised_fields(data):
     assert rec["compression_ratio"] > 1 and rec["flops_reduction"] > 1
     assert 0 < rec["sparsity_all"] < rec["sparsity"]
     assert len(trial.state.curves[1]) == 2
+
+
+def capture_masks(monkeypatch):
+    """Record the masks each training run trains under."""
+    masks = []
+    real_train = lottery.train
+
+    def spy(model, m, *args, **kwargs):
+        masks.append({k: v.detach().clone().cpu() for k, v in m.items()})
+        return real_train(model, m, *args, **kwargs)
+
+    monkeypatch.setattr(lottery, "train", spy)
+    return masks
+
+
+def test_random_mask_control_keeps_per_layer_sparsity(data, monkeypatch):
+    trained = capture_masks(monkeypatch)
+    starts = capture_start_weights(monkeypatch)
+    control = LotteryTrial(tiny_trial(rounds=2, control="random_mask"), data)
+    control.run()
+    # runs: round 0 (ticket), round 1 ticket + control, round 2 ticket + control
+    for ticket_run, control_run in ((1, 2), (3, 4)):
+        ticket_m, random_m = trained[ticket_run], trained[control_run]
+        for n in control.names:
+            assert int(random_m[n].sum()) == int(ticket_m[n].sum())  # same per-layer count
+            assert not torch.equal(random_m[n], ticket_m[n])  # but another subnetwork
+        excluded = set(ticket_m) - set(control.names)
+        assert excluded and all(bool(random_m[n].all()) for n in excluded)
+        # trained from the ticket's start weights (theta_0 here), masked by the random mask
+        n = control.names[0]
+        m = random_m[n]
+        assert torch.equal(starts[control_run][n][m], control.theta0[n][m])
+        assert torch.count_nonzero(starts[control_run][n][~m]) == 0
+    # the trial's own masks (what the next level prunes from) stay the ticket's
+    assert torch.equal(control.state.masks[control.names[0]], trained[3][control.names[0]])
+
+
+def test_repeated_controls_draw_independently(data, monkeypatch):
+    trained = capture_masks(monkeypatch)
+    for k in (0, 1):
+        LotteryTrial(tiny_trial(rounds=1, control="random_mask", control_index=k), data).run()
+    first, second = trained[2], trained[5]  # each trial: round 0, ticket, control
+    n = next(iter(first))
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+    assert int(first[n].sum()) == int(second[n].sum())
+
+
+def test_reinit_draws_are_independent_across_seeds_and_rounds(data, monkeypatch):
+    """A control's fresh init derives from (seed, round, index): seed 0 at round 2 must not reuse
+    seed 1's round-1 initialisation (as a `seed + round` offset would)."""
+    starts = capture_start_weights(monkeypatch)
+    LotteryTrial(tiny_trial(rounds=2, control="reinit"), data).run()
+    s0_round2 = starts[4]
+    starts.clear()
+    LotteryTrial(with_changes(tiny_trial(rounds=1, control="reinit"), seed=1), data).run()
+    s1_round1 = starts[2]
+    n = next(iter(s0_round2))
+    # where both are unmasked, independent draws give different weights
+    both = s0_round2[n].ne(0) & s1_round1[n].ne(0)
+    assert both.any() and not torch.equal(s0_round2[n][both], s1_round1[n][both])

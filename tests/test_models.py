@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth_ray.config import ModelSpec
+from lth_ray.config.specs import ModelSpec
 from lth_ray.models import MODELS, build_model, init_weights, weight_layers
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth_ray.config import ModelSpec
+from lth_ray.config.specs import ModelSpec
 from lth_ray.models import build_model, weight_layers
 from lth_ray.pruning import (
     CRITERIA,

@@ -17,7 +17,8 @@ import torch
 from mlflow import MlflowClient
 
 from lth_ray import schema, sweep
-from lth_ray.config import expand_trials, load_ablation, trial_key
+from lth_ray.config.grid import expand_trials, trial_key
+from lth_ray.config.load import load_ablation
 from lth_ray.data import load_dataset
 from lth_ray.lottery import LotteryTrial
 
@@ -258,7 +259,7 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
 def test_gpu_request_without_gpu_falls_back_or_fails(monkeypatch):
     import ray
 
-    from lth_ray.config import ConfigError
+    from lth_ray.config.errors import ConfigError
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     spec = load_ablation(SMOKE, ["resources.gpu=0.5"])

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lth_ray.config import TrainSpec
+from lth_ray.config.specs import TrainSpec
 from lth_ray.data import load_dataset
 from lth_ray.models import build_model, weight_layers
 from lth_ray.pruning import apply_masks, dense_masks

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets.base import DATASETS, RawData, cached, download_error, missing_error
 
 FOLDER = "cifar-10-batches-py"

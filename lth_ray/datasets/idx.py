@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets.base import (
     DATASETS,
     DatasetError,

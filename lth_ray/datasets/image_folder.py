@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets.base import DATASETS, DatasetError, RawData, cached, missing_error
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lth_ray.config import DatasetSpec
+from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets.base import DATASETS, RawData
 
 DATA_SEED = 20_190_305

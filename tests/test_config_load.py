@@ -2,16 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from lth_ray.config import (
-    ConfigError,
-    TrialConfig,
-    expand_trials,
-    field_docs,
-    load_ablation,
-    parse_rewind,
-    parse_steps,
-    trial_key,
-)
+from lth_ray.config.errors import ConfigError
+from lth_ray.config.grid import expand_trials, trial_key
+from lth_ray.config.load import load_ablation, trial_from_dict
+from lth_ray.config.specs import field_docs, parse_rewind, parse_steps
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 
@@ -22,11 +16,28 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["seed_study", "frankle_carbin_conv4", "criteria_conv4", "smoke"])
-def test_shipped_ablations_validate(name):
+# The shipped ablations and their trial counts (the README's table states the same numbers).
+SHIPPED = {
+    "seed_study": 1,
+    "smoke": 10,
+    "criteria_conv4": 120,
+    "rewind_conv4": 30,
+    "frankle_carbin_conv": 60,
+    "precision_study": 10,
+}
+
+
+def test_every_shipped_ablation_is_counted():
+    assert {p.stem for p in ABLATIONS.glob("*.yaml")} == set(SHIPPED)
+
+
+@pytest.mark.parametrize(("name", "count"), SHIPPED.items())
+def test_shipped_ablations_validate(name, count):
     spec = load_ablation(ABLATIONS / f"{name}.yaml")
     assert spec.name == name
-    assert expand_trials(spec)
+    trials = expand_trials(spec)
+    assert len(trials) == count
+    assert len({t.key for t in trials}) == count
 
 
 def test_seed_study_is_the_study_protocol():
@@ -55,12 +66,20 @@ def test_seed_study_is_the_study_protocol():
 
 
 def test_frankle_carbin_protocol():
-    s = load_ablation(ABLATIONS / "frankle_carbin_conv4.yaml")
+    s = load_ablation(ABLATIONS / "frankle_carbin_conv.yaml")
     assert (
         s.prune.scope == "layerwise" and s.prune.criterion == "magnitude" and s.prune.exclude == []
     )
     assert s.prune.layer_fractions == {"conv": 0.1, "fc": 0.2, "output": 0.1}
-    assert (s.model.padding, s.model.init, s.train.initial) == ("same", "glorot_normal", "25000it")
+    assert (s.model.padding, s.model.init) == ("same", "glorot_normal")
+    nets = {}
+    for t in expand_trials(s):
+        nets[t.model.arch] = (t.train.lr, t.train.initial, t.train.retrain, t.prune.layer_fractions)
+    assert nets == {
+        "conv2": (2e-4, "20000it", "20000it", {"conv": 0.1, "fc": 0.2, "output": 0.1}),
+        "conv4": (3e-4, "25000it", "25000it", {"conv": 0.1, "fc": 0.2, "output": 0.1}),
+        "conv6": (3e-4, "30000it", "30000it", {"conv": 0.15, "fc": 0.2, "output": 0.1}),
+    }
 
 
 def test_criteria_grid_counts():
@@ -72,13 +91,15 @@ def test_criteria_grid_counts():
     assert sum(t.prune.schedule == "one_shot" for t in trials) == 40
     assert sum(t.prune.control == "reinit" for t in trials) == 40
     assert {t.prune.fraction for t in trials} == {0.1, 0.2}
+    grid = {(t.prune.criterion, t.seed, t.prune.fraction) for t in trials}
+    assert len(grid) == 40  # every arm covers the same 40 grid points
 
 
 def test_overrides_apply_and_are_typed(tmp_path):
     spec = load_ablation(
-        ABLATIONS / "smoke.yaml", ["prune.rounds=7", "train.lr=0.01", "grid.seeds=[3, 4]"]
+        ABLATIONS / "smoke.yaml", ["prune.rounds=7", "train.lr=0.01", "grid.seed=[3, 4]"]
     )
-    assert spec.prune.rounds == 7 and spec.train.lr == 0.01 and spec.grid.seeds == [3, 4]
+    assert spec.prune.rounds == 7 and spec.train.lr == 0.01 and spec.grid["seed"] == [3, 4]
 
 
 @pytest.mark.parametrize(
@@ -102,8 +123,43 @@ def test_overrides_apply_and_are_typed(tmp_path):
         ("dataset: {name: imagenet}", "dataset.name", "cifar10"),
         ("dataset: {download: maybe}", "dataset.download", "true or false"),
         ("model: {arch: resnet}", "model.arch", "conv4"),
-        ("grid: {criteria: [magnitude, wrong]}", "grid.criteria[1]", "expected one of"),
+        ("grid: {criteria: [magnitude, wrong]}", "grid.criteria[1]", "expected a criterion"),
         ("grid: {prune_rates: [0.1, 2]}", "grid.prune_rates[1]", "fraction"),
+        ("grid: {prune.rewind: [init, 5xp]}", "grid.prune.rewind[1]", "'init', '<k>ep' or '<k>it'"),
+        ("grid: {prune.rewnd: [init, 1ep]}", "grid.prune.rewnd", "did you mean 'prune.rewind'"),
+        ("grid: {model.width: [0.5, -1]}", "grid.model.width[1]", "> 0"),
+        ("grid: {seed: [0, 1, 0]}", "grid.seed[2]", "repeats grid.seed[0]"),
+        ("grid: {seed: []}", "grid.seed", "non-empty list"),
+        (
+            "grid: {net: [{model.arch: conv2}, {model.arhc: conv4}]}",
+            "grid.net[1].model.arhc",
+            "did you mean 'model.arch'",
+        ),
+        (
+            "grid: {net: [{model.arch: conv2}, {model.arch: vgg}]}",
+            "grid.net[1].model.arch",
+            "expected a model",
+        ),
+        ("grid: {seed: [0, 1], seeds: [2]}", "grid.seeds", "already an axis"),
+        (
+            "{train: {initial: 2ep}, grid: {prune.rewind: [init, 3ep]}}",
+            "grid.prune.rewind[1]",
+            "beyond round 0",
+        ),
+        ("controls: [reinit, shuffle]", "controls.shuffle", "reinit | random_mask"),
+        ("controls: {kinds: {reinit: 0}}", "controls.reinit", "count >= 1"),
+        (
+            "controls: {kinds: [reinit], criteria: [magnitud]}",
+            "controls.criteria[0]",
+            "did you mean 'magnitude'",
+        ),
+        (
+            "prune: {scope: global, layer_fractions: {conv: 0.1}}",
+            "prune.layer_fractions",
+            "layerwise",
+        ),
+        ("train: {lr: .inf}", "train.lr", "finite"),
+        ("train: {weight_decay: -1}", "train.weight_decay", ">= 0"),
         ("resources: {gpu: -1}", "resources.gpu", ">= 0"),
         ("name: 'has space'", "name", "letters"),
     ],
@@ -124,6 +180,14 @@ def test_missing_and_malformed_files(tmp_path):
         load_ablation(write(tmp_path, "prune: [unclosed"))
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_ablation(write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match="empty"):
+        load_ablation(write(tmp_path, "# nothing here\n"))
+    with pytest.raises(ConfigError, match="appears twice"):
+        load_ablation(write(tmp_path, "prune: {rounds: 2}\nprune: {rounds: 3}\n"))
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_ablation(bad)
 
 
 def test_bad_override_is_a_config_error(tmp_path):
@@ -131,9 +195,20 @@ def test_bad_override_is_a_config_error(tmp_path):
         load_ablation(ABLATIONS / "smoke.yaml", ["prune.rounds"])
 
 
+def test_bad_override_value_is_a_config_error():
+    with pytest.raises(ConfigError, match="not valid YAML") as err:
+        load_ablation(ABLATIONS / "smoke.yaml", ["train.lr=[1, 2"])
+    assert err.value.field == "train.lr"
+
+
+def test_override_of_a_dotted_grid_axis():
+    spec = load_ablation(ABLATIONS / "smoke.yaml", ["grid.prune.rewind=[init, 1ep]"])
+    assert len(expand_trials(spec)) == 20
+
+
 def test_trial_config_roundtrip():
     trial = expand_trials(load_ablation(ABLATIONS / "criteria_conv4.yaml"))[37]
-    again = TrialConfig.from_dict(trial.to_dict())
+    again = trial_from_dict(trial.to_dict())
     assert again == trial
 
 

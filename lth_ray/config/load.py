@@ -1,0 +1,131 @@
+"""Reading an ablation file: strict YAML, `--set` overrides, shorthands, types, then validation.
+
+`load_ablation` is the one entry point: it returns a spec whose base trial, sweep sections and every
+grid value have been checked, so a bad file fails in the driver, before Ray starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lth_ray.config.coerce import build
+from lth_ray.config.errors import ConfigError
+from lth_ray.config.grid import expand_trials
+from lth_ray.config.specs import AblationSpec, TrialConfig
+from lth_ray.config.validate import validate_sweep, validate_trial
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key written twice in one mapping (the second would silently win)."""
+
+
+def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError(file, "<file>", "ablation file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            file,
+            "<file>",
+            f"expected UTF-8 text; byte {e.start} is not UTF-8 ({raw[e.start]:#04x})",
+        ) from None
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(file, "<file>", f"not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(file, "<file>", "the file is empty; expected an ablation mapping")
+    if not isinstance(data, dict):
+        raise ConfigError(file, "<file>", "expected a mapping at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str, file: str | None) -> None:
+    """`--set a.b=value`: the value is YAML (`[1, 2]`, `0.1`, `init`)."""
+    if "=" not in assignment:
+        raise ConfigError(file, assignment, "a --set override must look like key.path=value")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.load(raw, Loader=StrictLoader) if raw.strip() else ""  # noqa: S506
+    except yaml.YAMLError as e:
+        raise ConfigError(file, key.strip(), f"--set value is not valid YAML: {e}") from None
+    node = data
+    parts = key.strip().split(".")
+    if parts[0] == "grid" and len(parts) > 1:  # grid keys are dotted field paths themselves
+        parts = ["grid", ".".join(parts[1:])]
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(file, key, "cannot set a sub-field of a non-mapping value")
+    node[parts[-1]] = value
+
+
+def normalize(data: dict[str, Any], file: str | None) -> dict[str, Any]:
+    """Shorthands -> the typed layout: `controls: [reinit]`, and `baselines.reinit: [criteria]`."""
+    data = dict(data)
+    controls = data.get("controls")
+    if isinstance(controls, list):
+        data["controls"] = {"kinds": {str(k): 1 for k in controls}}
+    elif isinstance(controls, dict) and isinstance(controls.get("kinds"), list):
+        data["controls"] = {**controls, "kinds": {str(k): 1 for k in controls["kinds"]}}
+    baselines = data.get("baselines")
+    if isinstance(baselines, dict) and "reinit" in baselines:
+        baselines = dict(baselines)
+        criteria = baselines.pop("reinit")
+        data["baselines"] = baselines
+        if data.get("controls"):
+            raise ConfigError(
+                file, "baselines.reinit", "give the controls once: in 'controls', not also here"
+            )
+        if not isinstance(criteria, list):
+            raise ConfigError(
+                file, "baselines.reinit", f"expected a list of criteria, got {criteria!r}"
+            )
+        if criteria:
+            data["controls"] = {"kinds": {"reinit": 1}, "criteria": criteria}
+    return data
+
+
+def load_ablation(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AblationSpec:
+    """Read, override (`--set a.b=v`), type-check and validate an ablation file and its grid."""
+    path = Path(path)
+    file = str(path)
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment, file)
+    spec = build(AblationSpec, normalize(data, file), "", file)
+    validate_trial(spec, file)
+    validate_sweep(spec, file)
+    expand_trials(spec, file)  # every axis value and every combination, before anything runs
+    return spec
+
+
+def trial_from_dict(data: dict[str, Any], file: str | None = None) -> TrialConfig:
+    """A TrialConfig from its plain dict (what Ray ships to a trial), typed and validated."""
+    cfg = build(TrialConfig, data, "", file)
+    validate_trial(cfg, file)
+    return cfg

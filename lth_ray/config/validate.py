@@ -1,0 +1,154 @@
+"""What values mean, beyond their types: ranges, step strings, cross-field rules, registry names.
+
+Registry names are checked by the registries (`Registry.check`), which live with the models, datasets
+and criteria; they are imported here, above them, so the specs below never import them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lth_ray.config.errors import ConfigError
+from lth_ray.config.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
+
+CONTROL_KINDS = ("reinit", "random_mask")
+LAYER_TYPES = ("conv", "fc", "output")
+
+
+def _check(cond: bool, file: str | None, path: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(file, path, message)
+
+
+def _registered(registry, name: str, file: str | None, path: str) -> None:
+    problem = registry.check(name)
+    if problem:
+        raise ConfigError(file, path, problem)
+
+
+def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> None:
+    """The trial's fields (of a TrialConfig, or of an ablation's base trial)."""
+    from lth_ray.data import DATASETS
+    from lth_ray.models import MODELS
+    from lth_ray.pruning import CRITERIA
+
+    d, m, t, p = cfg.dataset, cfg.model, cfg.train, cfg.prune
+    _registered(DATASETS, d.name, file, "dataset.name")
+    _check(d.val_size >= 1, file, "dataset.val_size", f"expected >= 1, got {d.val_size}")
+    _check(
+        len(d.synthetic_shape) == 3 and min(d.synthetic_shape) >= 1,
+        file,
+        "dataset.synthetic_shape",
+        f"expected [C, H, W] of positive integers, got {d.synthetic_shape}",
+    )
+    for lim in ("train_limit", "test_limit"):
+        v = getattr(d, lim)
+        _check(v is None or v >= 1, file, f"dataset.{lim}", f"expected null or >= 1, got {v}")
+    _registered(MODELS, m.arch, file, "model.arch")
+    _check(m.width > 0, file, "model.width", f"expected > 0, got {m.width}")
+    _check(t.lr > 0, file, "train.lr", f"expected > 0, got {t.lr}")
+    _check(t.eps > 0, file, "train.eps", f"expected > 0, got {t.eps}")
+    _check(
+        len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+        file,
+        "train.betas",
+        f"expected two numbers in [0, 1), got {t.betas}",
+    )
+    _check(0 <= t.momentum < 1, file, "train.momentum", f"expected [0, 1), got {t.momentum}")
+    _check(t.weight_decay >= 0, file, "train.weight_decay", f"expected >= 0, got {t.weight_decay}")
+    _check(t.batch_size >= 1, file, "train.batch_size", f"expected >= 1, got {t.batch_size}")
+    _check(
+        t.eval_batch_size >= 1,
+        file,
+        "train.eval_batch_size",
+        f"expected >= 1, got {t.eval_batch_size}",
+    )
+    for key in ("initial", "retrain"):
+        try:
+            n, _ = parse_steps(getattr(t, key))
+        except ValueError as e:
+            raise ConfigError(file, f"train.{key}", str(e)) from None
+        _check(n >= 1, file, f"train.{key}", f"expected at least 1 step, got {getattr(t, key)!r}")
+    _registered(CRITERIA, p.criterion, file, "prune.criterion")
+    _check(
+        0 < p.fraction < 1,
+        file,
+        "prune.fraction",
+        f"expected a fraction in (0, 1), got {p.fraction}",
+    )
+    _check(p.rounds >= 0, file, "prune.rounds", f"expected >= 0, got {p.rounds}")
+    for key, v in p.layer_fractions.items():
+        _check(
+            key in LAYER_TYPES,
+            file,
+            f"prune.layer_fractions.{key}",
+            "expected a layer type: conv, fc or output",
+        )
+        _check(
+            0 <= v < 1,
+            file,
+            f"prune.layer_fractions.{key}",
+            f"expected a fraction in [0, 1), got {v}",
+        )
+    _check(
+        not p.layer_fractions or p.scope == "layerwise",
+        file,
+        "prune.layer_fractions",
+        "per-layer-type fractions need prune.scope: layerwise (a global threshold ignores them)",
+    )
+    _check(
+        p.control_index >= 0, file, "prune.control_index", f"expected >= 0, got {p.control_index}"
+    )
+    try:
+        rw = parse_rewind(p.rewind)
+    except ValueError as e:
+        raise ConfigError(
+            file, "prune.rewind", f"expected 'init', '<k>ep' or '<k>it', got {p.rewind!r} ({e})"
+        ) from None
+    if rw is not None:
+        first, unit = parse_steps(t.initial)
+        if unit == rw[1]:
+            _check(
+                rw[0] <= first,
+                file,
+                "prune.rewind",
+                f"rewind point {p.rewind!r} lies beyond round 0's training ({t.initial!r})",
+            )
+
+
+def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
+    """The sweep's own sections: controls, resources, Tune settings, the name."""
+    from lth_ray.pruning import CRITERIA
+
+    for kind, n in spec.controls.kinds.items():
+        _check(
+            kind in CONTROL_KINDS,
+            file,
+            f"controls.{kind}",
+            f"expected a control kind: {' | '.join(CONTROL_KINDS)}",
+        )
+        _check(n >= 1, file, f"controls.{kind}", f"expected a count >= 1, got {n}")
+    for i, c in enumerate(spec.controls.criteria):
+        _registered(CRITERIA, c, file, f"controls.criteria[{i}]")
+    _check(spec.resources.cpu > 0, file, "resources.cpu", f"expected > 0, got {spec.resources.cpu}")
+    _check(
+        spec.resources.gpu >= 0, file, "resources.gpu", f"expected >= 0, got {spec.resources.gpu}"
+    )
+    _check(
+        spec.tune.max_concurrent >= 0,
+        file,
+        "tune.max_concurrent",
+        f"expected >= 0, got {spec.tune.max_concurrent}",
+    )
+    _check(
+        spec.tune.max_failures >= 0,
+        file,
+        "tune.max_failures",
+        f"expected >= 0, got {spec.tune.max_failures}",
+    )
+    _check(
+        bool(re.match(r"^[A-Za-z0-9_.-]+$", spec.name)),
+        file,
+        "name",
+        f"expected letters, digits, '_', '-', '.', got {spec.name!r}",
+    )

@@ -15,7 +15,9 @@ TAG_NUM_CLASSES = "lth_ray.num_classes"  # for the chance level
 TAG_ROUNDS_DONE = "lth_ray.rounds_done"  # rounds finished so far (updated after every round)
 TAG_DEVICE = "lth_ray.device"  # where the trial trained (cpu, cuda)
 TAG_PRECISION = "lth_ray.precision"  # the precision that ran (train.precision 'auto' resolved)
-TAG_AXES = "lth_ray.axes"  # comma-separated dotted fields that vary in the sweep (each is a tag too)
+TAG_AXES = (
+    "lth_ray.axes"  # comma-separated dotted fields that vary in the sweep (each is a tag too)
+)
 TAG_ARM = "lth_ray.arm"  # ticket | one_shot | reinit | random_mask (#k for a repeated control)
 TAG_CONTROL_INDEX = "control_index"  # which of a ticket's repeated controls (0 when not repeated)
 MLFLOW_PARENT = "mlflow.parentRunId"

@@ -68,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> bf16 on CUDA, fp32 elsewhere.
 
     Why bf16 on CUDA: over 5 seeds of dense Conv-4 (seed protocol, offline CIFAR-10 copy) its test
-    accuracy was within fp32's seed-to-seed spread (python -m lth_ray.bench --precision-study), at
+    accuracy was within fp32's seed-to-seed spread (python -m lth_ray.sweep ablations/precision_study.yaml), at
     over twice fp32's graphed speed. On CPU, bf16 autocast is slower than fp32, so fp32 stays.
     """
     if precision == "auto":

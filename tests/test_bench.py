@@ -1,18 +1,18 @@
-"""The benchmark's pieces: measurements, packing, ratios and their printout, overhead, precision study."""
+"""The benchmark's pieces: measurements, packing, ratios and their printout, overhead."""
 
 from __future__ import annotations
 
 import json
-import queue
 
 import pytest
 import torch
 import yaml
 
-from lth_ray.bench import overhead, precision, suite
+from lth_ray.bench import overhead, suite
 from lth_ray.bench.__main__ import main
 from lth_ray.bench.throughput import StepCase, measure, measure_packed, random_splits
-from lth_ray.config import load_ablation
+from lth_ray.config.grid import expand_trials
+from lth_ray.config.load import load_ablation
 
 CPU = torch.device("cpu")
 TINY = {"width": 0.125, "n_train": 240}
@@ -154,7 +154,8 @@ def test_overhead_sweep_is_a_valid_ablation(tmp_path, quick):
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(spec))
     ab = load_ablation(path)
-    assert ab.grid.seeds == [0, 1, 2] and ab.tune.max_concurrent == 1 and ab.train.initial == "2ep"
+    assert ab.tune.max_concurrent == 1 and ab.train.initial == "2ep"
+    assert [t.seed for t in expand_trials(ab)] == [0, 1, 2]
 
 
 def test_overhead_skips_cleanly_without_ray_or_mlflow(monkeypatch):
@@ -204,81 +205,6 @@ def test_cli_runs_and_writes_json(tmp_path, capsys):
     assert {r["kind"] for r in data["rows"]} == {"naive", "single", "ceiling"}
 
 
-def test_precision_summary_and_verdict():
-    runs = [
-        {"precision": "fp32", "seed": s, "test_acc": a, "test_acc_final": a}
-        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
-    ]
-    close = [
-        {"precision": "bf16", "seed": s, "test_acc": a - 0.002, "test_acc_final": a}
-        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
-    ]
-    far = [
-        {"precision": "tf32", "seed": s, "test_acc": a - 0.03, "test_acc_final": a}
-        for s, a in enumerate([0.73, 0.74, 0.75, 0.74, 0.74])
-    ]
-    s = precision.summarise(runs + close + far + [{"precision": "bf16", "seed": 9, "error": "x"}])
-    assert s["stats"]["fp32"]["test_acc"]["mean"] == pytest.approx(0.74)
-    assert s["verdicts"]["bf16"]["within_spread"] is True and s["verdicts"]["bf16"]["enough_seeds"]
-    assert s["verdicts"]["tf32"]["within_spread"] is False
-    assert s["verdicts"]["bf16"]["mean_gap"] == pytest.approx(-0.002)
-    lines = precision.format_summary(s)
-    assert any("bf16 - fp32" in line and "within" in line for line in lines)
-    assert any("tf32 - fp32" in line and "OUTSIDE" in line for line in lines)
-
-
-def test_precision_run_one_trains_a_dense_round(tmp_path):
-    path = tmp_path / "a.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "p",
-                "dataset": {
-                    "name": "synthetic",
-                    "val_size": 60,
-                    "synthetic_train": 300,
-                    "synthetic_test": 60,
-                    "synthetic_shape": [3, 8, 8],
-                },
-                "model": {"arch": "conv2", "width": 0.125},
-                "train": {"batch_size": 60, "initial": "2ep", "device": "cpu"},
-                "prune": {"rounds": 4},
-            }
-        )
-    )
-    cfg = precision.from_ablation(str(path), [])
-    assert cfg.prune.rounds == 0
-    q: queue.Queue = queue.Queue()
-    precision._run_one(cfg.to_dict(), q)
-    _pid, result = q.get_nowait()
-    assert "error" not in result, result
-    assert (
-        result["precision"] == "fp32"
-        and 0 <= result["test_acc"] <= 1
-        and 1 <= result["best_epoch"] <= 2
-    )
-
-
-def test_seed_protocol_matches_the_study():
-    cfg = precision.seed_protocol("cifar10-jpeg.tar.xz", epochs=26)
-    assert (cfg.model.arch, cfg.model.padding, cfg.model.init) == (
-        "conv4",
-        "valid",
-        "glorot_uniform",
-    )
-    assert (cfg.train.lr, cfg.train.eps, cfg.train.batch_size, cfg.train.initial) == (
-        3e-4,
-        1e-7,
-        60,
-        "26ep",
-    )
-    assert (
-        cfg.dataset.name == "image_folder"
-        and cfg.dataset.val_size == 5000
-        and cfg.prune.rounds == 0
-    )
-
-
 def test_report_notes_when_the_large_batch_is_no_ceiling():
     assert not any(line.startswith("note:") for line in suite.report_lines(_fake_result()))
     lines = suite.report_lines(_fake_result(packed=(1200.0,)))
@@ -287,7 +213,7 @@ def test_report_notes_when_the_large_batch_is_no_ceiling():
 
 def test_vmapped_program_trains_each_model_like_its_own_step():
     from lth_ray.bench.vmapped import VmapProgram
-    from lth_ray.config import ModelSpec, TrainSpec
+    from lth_ray.config.specs import ModelSpec, TrainSpec
     from lth_ray.fastpath import StepProgram
     from lth_ray.models import build_model
     from lth_ray.pruning import apply_masks, dense_masks

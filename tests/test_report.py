@@ -80,7 +80,7 @@ def test_defaults_pick_the_newest_sweep(report):
 
 def test_trials_table_is_tidy_and_keeps_incomplete_rows(report):
     t = report.trials
-    required = ["sweep", "trial", "criterion", "seed", "prune_rate", "schedule", "control",
+    required = ["sweep", "trial", "criterion", "seed", "prune_rate", "schedule", "control", "control_index",
                 "round", "sparsity", "weights_remaining", "test_acc", "test_loss", "best_epoch",
                 "val_loss_best", "skipped", "status"]  # fmt: skip
     assert list(t.columns[: len(required)]) == required
@@ -145,7 +145,7 @@ def test_summary_numbers(report):
 def test_files_and_markdown(report):
     names = {p.name for p in report.files}
     for stem in ("accuracy_vs_weights", "early_stop_vs_weights", "iterative_vs_oneshot",
-                 "ticket_vs_reinit"):  # fmt: skip
+                 "ticket_vs_controls"):  # fmt: skip
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert {"trials.csv", "trials.parquet", "summary.csv", "summary.md", "levels.csv"} <= names
     assert "accuracy_by_prune_rate.png" not in names  # one prune rate: nothing to facet
@@ -252,7 +252,7 @@ def test_early_stop_and_comparison_figures(report):
         lines["one_shot"].get_ydata(), [a * 100 for a in BASE["magnitude", "one_shot", "none"]]
     )
 
-    ax = report.figures["ticket_vs_reinit"].axes[0]
+    ax = report.figures["ticket_vs_controls"].axes[0]
     lines = _series(ax)
     assert set(lines) == {"none", "reinit"}
     assert "random reinit" in lines["reinit"].get_label()

@@ -56,7 +56,7 @@ def rounds_logged(client: MlflowClient, run_id: str, key: str = "test_acc") -> l
 
 
 def test_smoke_sweep_with_a_killed_trial(workdir, monkeypatch):
-    victim = "magnitude-s1-p0.3-iterative-none"
+    victim = "magnitude-s1"
     marker = workdir / "fault-happened"
     monkeypatch.setenv("LTH_RAY_FAULT", f"{victim}@2")
     monkeypatch.setenv("LTH_RAY_FAULT_MARKER", str(marker))
@@ -161,6 +161,52 @@ def test_dry_run_and_bad_input_fail_before_ray(workdir, capsys):
     assert not (workdir / "mlflow.db").exists()
 
 
+GRID = "{prune.rewind: [init, 1ep], model.width: [0.125, 0.25], seed: [0, 1]}"
+
+
+def test_any_field_is_an_axis_end_to_end(workdir, capsys):
+    """Rewind point x width x seed: 8 distinct trials through Ray, MLflow and the report."""
+    args = [str(SMOKE), "--set", f"grid={GRID}", "--set", "controls.kinds={}"]
+    args += ["--set", "prune.rounds=2", "--set", "train.retrain=1ep"]
+    assert sweep.main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "8 trials" in out and "varying: prune.rewind, model.width, seed" in out
+    assert sweep.main([*args, "--num-cpus", "2"]) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    parents, kids = children(client, "smoke")
+    names = sorted(r.data.tags[schema.TAG_TRIAL] for r in kids)
+    assert len(names) == len(set(names)) == 8
+    assert "magnitude-s1-rw1ep-w0.25" in names
+    for run in kids:
+        tags = run.data.tags
+        assert tags[schema.TAG_AXES] == "prune.rewind,model.width,seed"
+        assert run.data.params["prune.rewind"] == tags["prune.rewind"]
+        assert run.data.params["model.width"] == tags["model.width"]
+        assert run.info.status == "FINISHED"
+    exp = client.get_experiment_by_name("smoke").experiment_id
+    late = client.search_runs([exp], "tags.\"prune.rewind\" = '1ep'")
+    assert len(late) == 4 and all(r.data.params["prune.rewind"] == "1ep" for r in late)
+    report = Path("reports") / parents[0].data.tags[schema.TAG_SWEEP]
+    summary = (report / "summary.md").read_text()
+    assert "| criterion | rate | prune.rewind | model.width | schedule |" in summary
+    assert (report / "accuracy_by_prune_rewind.png").is_file()
+    assert (report / "accuracy_by_model_width.png").is_file()
+    trials = __import__("pandas").read_csv(report / "trials.csv")
+    assert set(trials["prune.rewind"]) == {"init", "1ep"}
+    assert trials.groupby(["prune.rewind", "model.width"])["trial"].nunique().eq(2).all()
+
+
+def test_a_typo_in_an_axis_value_fails_before_ray(workdir, capsys):
+    import ray
+
+    bad = GRID.replace("1ep", "5xp")
+    rc = sweep.main([str(SMOKE), "--set", f"grid={bad}", "--num-cpus", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "smoke.yaml" in err and "grid.prune.rewind[1]" in err and "'5xp'" in err
+    assert not ray.is_initialized() and not (workdir / "mlflow.db").exists()
+
+
 def test_missing_gpu_is_reported_not_pending_forever(workdir, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -203,7 +249,7 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
         "--set",
         "train.retrain=4ep",
         "--set",
-        "baselines.reinit=[]",  # the 8 iterative trials
+        "controls.kinds={}",  # the 8 tickets
     ]
     proc = run_cli(args, env, workdir)
     lines: list[str] = []

@@ -1,4 +1,4 @@
-"""`python -m lth_ray.bench`: throughput table and ratios (default), `--check`, `--precision-study`."""
+"""`python -m lth_ray.bench`: images/s of the training step, one and packed trials, with ratios."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,11 @@ import torch
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m lth_ray.bench", description=__doc__)
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--check",
-        action="store_true",
-        help="fast path vs plain loop, one round each from the same state (needs CUDA to check the graph)",
-    )
-    mode.add_argument(
-        "--precision-study",
-        action="store_true",
-        help="dense Conv-4 test accuracy over seeds per precision (seed protocol)",
-    )
     ap.add_argument(
         "--quick", action="store_true", help="small and short: under a minute on a 2-core CPU"
     )
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument(
-        "--out", help="JSON output (default bench.json, or precision_study.json / check.json)"
-    )
+    ap.add_argument("--out", default="bench.json", help="JSON output (default bench.json)")
     g = ap.add_argument_group("throughput")
     g.add_argument("--seconds", type=float, help="seconds per measurement")
     g.add_argument("--packed", help="trials per device to measure, e.g. 1,4,8,16")
@@ -40,9 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--streams", help="graphed programs on CUDA streams of one process, e.g. 8,16 ('' = none)"
     )
-    g.add_argument(
-        "--precisions", help="single-trial precisions, e.g. fp32,tf32,bf16 (also the study's list)"
-    )
+    g.add_argument("--precisions", help="single-trial precisions, e.g. fp32,tf32,bf16")
     g.add_argument("--width", type=float, help="Conv-4 width multiplier")
     g.add_argument("--n-train", type=int, help="training images resident per trial")
     g.add_argument("--ceiling-batch", type=int, help="batch size of the ceiling")
@@ -67,28 +51,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--sweep-epochs", type=int)
     g.add_argument("--sweep-rounds", type=int)
     g.add_argument("--sweep-gpu", type=float, help="GPU fraction per sweep trial (CUDA only)")
-    s = ap.add_argument_group("precision study")
-    s.add_argument(
-        "--data-root", help="CIFAR-10 as an image folder or its .tar.xz (dataset image_folder)"
-    )
-    s.add_argument(
-        "--ablation", help="take the trial from this ablation instead (dense round only)"
-    )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="with --ablation: override a field",
-    )
-    s.add_argument("--seeds", default="0,1,2,3,4")
-    s.add_argument("--epochs", type=int, default=26)
-    s.add_argument("--padding", default="valid", choices=["valid", "same"])
-    s.add_argument("--jobs", type=int, help="runs at once (default: all of them on CUDA, 1 on CPU)")
-    s.add_argument("--cache-dir", help="where the decoded dataset is cached")
-    s.add_argument(
-        "--timeout", type=float, default=560.0, help="stop waiting for runs after this many seconds"
-    )
     return ap.parse_args(argv)
 
 
@@ -156,63 +118,8 @@ def main_bench(args: argparse.Namespace) -> int:
     for line in report_lines(result):
         print(line)
     print(f"elapsed {result['elapsed_s']:.1f} s")
-    _write(args.out or "bench.json", result)
+    _write(args.out, result)
     return 0
-
-
-def main_check(args: argparse.Namespace) -> int:
-    from lth_ray.bench.check import format_check, run_checks
-
-    device = resolve(args.device)
-    torch.set_num_threads(args.threads or 1)
-    if device.type != "cuda":
-        print(
-            "note: no CUDA device: checks the eager fast path against the plain loop, not the graph"
-        )
-    precisions = tuple(_names(args.precisions)) if args.precisions else ("fp32", "tf32", "bf16")
-    t0 = time.perf_counter()
-    results = run_checks(device, precisions)
-    for r in results:
-        print(format_check(r))
-    print(f"elapsed {time.perf_counter() - t0:.1f} s")
-    _write(
-        args.out or "check.json",
-        {"device": str(device), "torch": torch.__version__, "checks": results},
-    )
-    return 0 if all(r["ok"] for r in results) else 1
-
-
-def main_study(args: argparse.Namespace) -> int:
-    from lth_ray.bench.precision import format_summary, from_ablation, run_study, seed_protocol
-
-    if args.ablation:
-        base = from_ablation(
-            args.ablation, args.set + ([f"dataset.root={args.data_root}"] if args.data_root else [])
-        )
-    elif args.data_root:
-        base = seed_protocol(args.data_root, args.padding, args.epochs, args.cache_dir)
-    else:
-        print(
-            "error: --precision-study needs --data-root (CIFAR-10 image folder or .tar.xz) or --ablation",
-            file=sys.stderr,
-        )
-        return 2
-    if args.cache_dir:
-        base.dataset.cache_dir = args.cache_dir
-    seeds = _ints(args.seeds)
-    precisions = _names(args.precisions) if args.precisions else ["fp32", "bf16"]
-    jobs = args.jobs or (len(seeds) * len(precisions) if torch.cuda.is_available() else 1)
-    print(
-        f"precision study: {precisions} x seeds {seeds}, {base.train.initial} dense, padding {base.model.padding}, {jobs} at a time"
-    )
-    result = run_study(base, seeds, precisions, jobs, timeout=args.timeout)
-    for line in format_summary(result["summary"]):
-        print(line)
-    print(f"elapsed {result['wall_s']:.1f} s")
-    result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    result["torch"] = torch.__version__
-    _write(args.out or "precision_study.json", result)
-    return 0 if all("error" not in r for r in result["runs"]) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,10 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         with mps_daemon(args.mps) as started:
             if started:
                 print("CUDA MPS daemon started for this run (stopped at its end)")
-            if args.check:
-                return main_check(args)
-            if args.precision_study:
-                return main_study(args)
             return main_bench(args)
     except MpsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -58,7 +58,7 @@ def sweep_ablation(
             "device": device,
         },
         "prune": {"criterion": "magnitude", "rounds": rounds},
-        "grid": {"seeds": list(range(trials))},
+        "grid": {"seed": list(range(trials))},
         "resources": {"cpu": 1, "gpu": gpu},
         "tune": {"max_concurrent": 1},
     }

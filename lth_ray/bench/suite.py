@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lth_ray.bench.throughput import StepCase, describe_device, measure, measure_packed
-from lth_ray.config import TrainSpec
+from lth_ray.config.specs import TrainSpec
 from lth_ray.fastpath import FastPathOptions, use_channels_last
 from lth_ray.mps import HINT as MPS_HINT
 from lth_ray.mps import mps_active

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lth_ray.config import ModelSpec, TrainSpec
+from lth_ray.config.specs import ModelSpec, TrainSpec
 from lth_ray.data import DataSplits
 from lth_ray.fastpath import FastPathOptions, build_program, graph_available
 from lth_ray.models import build_model

@@ -14,11 +14,12 @@ from matplotlib.figure import Figure
 from lth_ray.report.errors import ReportError
 from lth_ray.report.mlflow_io import Transport, load_sweep
 from lth_ray.report.plots import FigureBuilder, save_figure
-from lth_ray.report.stats import GROUP_KEYS, level_stats, summarize
+from lth_ray.report.stats import group_keys, level_stats, summarize
 from lth_ray.report.tables import summary_markdown, write_tables
 from lth_ray.report.tidy import COMPLETE
 
 log = logging.getLogger(__name__)
+HUE_ALIASES = {"prune.criterion": "criterion", "prune.fraction": "prune_rate"}
 
 
 @dataclass
@@ -42,7 +43,7 @@ def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataF
             f"{len(inc)} incomplete trial(s) ({', '.join(f'{n} {s}' for s, n in states.items())}): "
             "listed in summary.md, marked x in plots, not in the statistics"
         )
-    names = summary[GROUP_KEYS].astype(str).agg("/".join, axis=1)
+    names = summary[group_keys(summary)].astype(str).agg("/".join, axis=1)
     for n, what in ((0, "no complete trial yet: no statistics"),
                     (1, "only 1 complete seed: lines without confidence bands")):  # fmt: skip
         hit = list(names[summary["n_seeds"] == n])
@@ -66,11 +67,14 @@ def build_report(
     sweep: str | None = None,
     out_dir: str | Path | None = None,
     transport: Transport | None = None,
+    hue: str = "criterion",
 ) -> Report:
     """Read one sweep from MLflow and write tables and figures to `out_dir` (default reports/<sweep>/).
 
     Raises ReportError when there is nothing to report (unknown store or experiment, no sweep, a
     sweep without trials). `transport` replaces the HTTP call of the REST bulk reader (tests).
+    `hue` is the axis each figure compares with one line per value (a tidy column: criterion,
+    prune_rate, or a varying field such as prune.rewind); the other varying axes become panels.
     """
     data = load_sweep(tracking_uri, experiment, sweep, transport)
     trials = data.trials
@@ -80,7 +84,12 @@ def build_report(
     out = Path(out_dir) if out_dir is not None else Path("reports") / data.ref.sweep_id
     out.mkdir(parents=True, exist_ok=True)
     files = write_tables(trials, levels, summary, out)
-    figures = FigureBuilder(trials, levels, data.ref.sweep_id).all()
+    hue = HUE_ALIASES.get(hue, hue)
+    try:
+        builder = FigureBuilder(trials, levels, data.ref.sweep_id, hue)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    figures = builder.all()
     for name, fig in figures.items():
         files += save_figure(fig, out, name)
     meta = {
@@ -110,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep", help="sweep id (tag lth_ray.sweep); default: the newest sweep")
     parser.add_argument("--out", help="output folder (default: reports/<sweep>/)")
+    parser.add_argument(
+        "--hue",
+        default="criterion",
+        help="axis compared by the lines of every figure: criterion (default), prune_rate, or a "
+        "varying field such as prune.rewind; the other varying axes become panels",
+    )
     args = parser.parse_args(argv)
     # The CLI owns the console: warnings logged by build_report print once, as "warning: ...".
     logger = logging.getLogger("lth_ray.report")
@@ -118,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(handler)
     propagate, logger.propagate = logger.propagate, False
     try:
-        report = build_report(args.tracking_uri, args.experiment, args.sweep, args.out)
+        report = build_report(
+            args.tracking_uri, args.experiment, args.sweep, args.out, hue=args.hue
+        )
     except ReportError as e:
         print(f"lth_ray.report: error: {e}", file=sys.stderr)
         return 2

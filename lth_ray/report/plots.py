@@ -10,6 +10,7 @@ the report can run inside the sweep's process and in threads.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +23,27 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
-from lth_ray.report.stats import GROUP_KEYS, Interval, chance_pct_of, dense_band, fmt_level
-from lth_ray.report.tidy import COMPLETE
+from lth_ray.report.stats import Interval, chance_pct_of, dense_band, fmt_level, group_keys
+from lth_ray.report.tidy import COMPLETE, axis_columns
 
 PNG_DPI = 150
 MAX_TICK_LABELS = 8
 BAND_ALPHA = 0.2
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-DASHED = {"one_shot", "reinit"}  # the baseline of a comparison is drawn dashed
+DASHED = {"one_shot", "reinit", "random_mask"}  # the baseline of a comparison is drawn dashed
 VARIANT_COLORS = {
     "iterative": (0.1, 0.1, 0.1),
     "none": (0.1, 0.1, 0.1),
     "one_shot": (0.55, 0.55, 0.55),
     "reinit": (0.55, 0.55, 0.55),
+    "random_mask": (0.80, 0.47, 0.65),
 }
 SCHEDULE_LABELS = {"iterative": "iterative", "one_shot": "one-shot"}
-CONTROL_LABELS = {"none": "winning ticket (original init)", "reinit": "random reinit (control)"}
+CONTROL_LABELS = {
+    "none": "winning ticket",
+    "reinit": "random reinit (control)",
+    "random_mask": "random mask (control)",
+}
 ACC_LABEL = "Test accuracy (%)"
 EPOCH_LABEL = "Early-stop epoch\n(epoch of min. validation loss)"
 X_LABEL = "Weights remaining (%, log scale)"
@@ -316,16 +322,65 @@ def _incomplete(trials: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-class FigureBuilder:
-    """All report figures of one sweep; each method returns a Figure or None when not applicable."""
+def _natural(value) -> tuple:
+    """Sort key: numbers by value, rewind points as 'init' < '1ep' < '2ep', then text."""
+    text = str(value)
+    if text == "init":
+        return (0, -1.0, "")
+    m = re.match(r"^(\d+)(ep|it)$", text)
+    if m:
+        return (0, float(m.group(1)), m.group(2))
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
-    def __init__(self, trials: pd.DataFrame, levels: pd.DataFrame, sweep: str) -> None:
+
+def _sort_values(values) -> list:
+    """Axis values in a natural order (0.125 < 0.25 < 1; init < 1ep < 2ep)."""
+    return sorted((v for v in dict.fromkeys(values) if not pd.isna(v)), key=_natural)
+
+
+def facet_title(facet: dict) -> str:
+    """'prune rate 20% per round · prune.rewind = 1ep'."""
+    parts = []
+    for k, v in facet.items():
+        if k == "prune_rate":
+            parts.append(_rate_title(v))
+        elif k == "criterion":
+            parts.append(str(v))
+        else:
+            parts.append(f"{k} = {v}")
+    return " · ".join(parts)
+
+
+class FigureBuilder:
+    """All report figures of one sweep; each method returns a Figure or None when not applicable.
+
+    Every figure draws one line per value of a compared axis (the hue: the criterion by default) and
+    one panel per combination of the other axes that vary in the sweep (prune rate, rewind point,
+    width, ...), so a sweep over any fields is shown without special cases.
+    """
+
+    def __init__(
+        self, trials: pd.DataFrame, levels: pd.DataFrame, sweep: str, hue: str = "criterion"
+    ) -> None:
         self.trials, self.levels, self.sweep = trials, levels, sweep
         self.inc = _incomplete(trials)
         self.criteria = sorted(trials["criterion"].dropna().unique())
         self.palette = criterion_palette(self.criteria)
         self.rates = sorted(trials["prune_rate"].dropna().unique())
-        per_group = levels.groupby(GROUP_KEYS)["n"].max() if not levels.empty else pd.Series()
+        self.axes = axis_columns(trials)
+        # the axes a figure can compare or facet by: those with more than one value in the sweep
+        self.varying = [
+            k for k in ["criterion", "prune_rate", *self.axes] if trials[k].nunique() > 1
+        ]
+        if hue not in trials.columns:
+            known = ", ".join(["criterion", "prune_rate", *self.axes])
+            raise ValueError(f"--hue {hue!r}: not an axis of this sweep (axes: {known})")
+        self.hue = hue
+        keys = group_keys(levels) if not levels.empty else []
+        per_group = levels.groupby(keys)["n"].max() if not levels.empty else pd.Series()
         self.max_seeds = int(per_group.max()) if len(per_group) else 0
         self.min_seeds = int(per_group.min()) if len(per_group) else 0
 
@@ -351,75 +406,98 @@ class FigureBuilder:
         )
         return f"{what} — sweep {self.sweep}\nlines: mean of complete trials; {band}"
 
-    def _by_rate(self, hue_filter: dict, hue: str) -> list[Panel]:
+    def _facets(self, exclude: set[str], base: dict, having: dict | None = None) -> list[dict]:
+        """Every combination of the varying axes not in `exclude` that has trials under `base`
+        (and under `having` too, e.g. only the criteria that have controls)."""
+        keys = [k for k in self.varying if k not in exclude]
+        rows = _select(self.trials, **base, **(having or {}))
+        if not keys:
+            return [{}]
+        combos = rows[keys].drop_duplicates()
+        order = {k: _sort_values(rows[k]) for k in keys}
+        facets = [dict(zip(keys, c)) for c in combos.itertuples(index=False)]
+        return sorted(facets, key=lambda f: [order[k].index(f[k]) for k in keys])
+
+    def _panels(self, hue: str, base: dict, exclude: set[str] = frozenset()) -> list[Panel]:
         return [
-            self._panel(
-                _rate_title(r) if len(self.rates) > 1 else "", hue, prune_rate=r, **hue_filter
-            )
-            for r in self.rates
+            self._panel(facet_title(f), hue, **base, **f)
+            for f in self._facets({hue, *exclude}, base)
         ]
+
+    def _hue_palette(self, hue: str) -> tuple[dict, dict]:
+        if hue == "criterion":
+            return self.palette, {}
+        values = _sort_values(self.trials[hue])
+        cmap = sns.color_palette("viridis", as_cmap=True)
+        colors = {v: cmap(x)[:3] for v, x in zip(values, np.linspace(0.0, 0.8, len(values)))}
+        if hue == "prune_rate":
+            return colors, {r: f"{r * 100:g}% per round" for r in values}
+        return colors, {v: f"{hue} = {v}" for v in values}
 
     def _main_filter(self) -> dict:
         m = _main(self.trials)
         return {} if m.empty else {"control": "none", "schedule": m["schedule"].iloc[0]}
 
-    def accuracy(self) -> Figure | None:
+    @staticmethod
+    def _ncols(panels: list[Panel]) -> int:
+        return min(len(panels), 3)
+
+    def _compare(self, hue: str, y: str, label: str, what: str, reference: bool = True):
         f = self._main_filter()
         if not f:
             return None
-        panels = self._by_rate(f, "criterion")
-        schedule = SCHEDULE_LABELS.get(f["schedule"], f["schedule"])
+        panels = [p for p in self._panels(hue, f) if _has_data(p)]
+        if not panels:
+            return None
+        colors, labels = self._hue_palette(hue)
         return _figure(
             panels,
-            len(panels),
+            self._ncols(panels),
+            y,
+            label,
+            self._subtitle(what),
+            colors,
+            labels,
+            reference=reference,
+        )
+
+    def accuracy(self) -> Figure | None:
+        f = self._main_filter()
+        schedule = SCHEDULE_LABELS.get(f.get("schedule"), f.get("schedule"))
+        return self._compare(
+            self.hue,
             "acc_mean_pct",
             ACC_LABEL,
-            self._subtitle(f"Test accuracy vs weights remaining ({schedule} pruning)"),
-            self.palette,
-            {},
+            f"Test accuracy vs weights remaining ({schedule} pruning)",
         )
 
     def early_stop(self) -> Figure | None:
-        f = self._main_filter()
-        if not f:
-            return None
-        panels = self._by_rate(f, "criterion")
-        return _figure(
-            panels,
-            len(panels),
+        return self._compare(
+            self.hue,
             "best_epoch_mean",
             EPOCH_LABEL,
-            self._subtitle("Early-stop epoch vs weights remaining"),
-            self.palette,
-            {},
+            "Early-stop epoch vs weights remaining",
             reference=False,
         )
 
     def _variant(
         self, column: str, value: str, labels: dict, colors: dict, what: str, base: dict
     ) -> Figure | None:
-        crits = sorted(self.trials.loc[self.trials[column] == value, "criterion"].unique())
-        if not crits:
+        if not (self.trials[column] == value).any():
             return None
-        panels = [
-            self._panel(
-                f"{c}" + (f", {_rate_title(r)}" if len(self.rates) > 1 else ""),
-                column,
-                criterion=c,
-                prune_rate=r,
-                **base,
-            )
-            for c in crits
-            for r in self.rates
-        ]
-        ncols = len(self.rates)  # rows = criteria, columns = prune rates
-        if not all(_has_data(p) for p in panels):
-            panels = [p for p in panels if _has_data(p)]
-            ncols = min(len(panels), 3)
+        facets = self._facets({column}, base, having={column: value})
+        panels = [self._panel(facet_title(f), column, **base, **f) for f in facets]
+        panels = [p for p in panels if _has_data(p)]
         if not panels:
             return None
         return _figure(
-            panels, ncols, "acc_mean_pct", ACC_LABEL, self._subtitle(what), colors, labels
+            panels,
+            self._ncols(panels),
+            "acc_mean_pct",
+            ACC_LABEL,
+            self._subtitle(what),
+            colors,
+            labels,
         )
 
     def schedule(self) -> Figure | None:
@@ -432,36 +510,25 @@ class FigureBuilder:
             {"control": "none"},
         )
 
-    def reinit(self) -> Figure | None:
+    def controls(self) -> Figure | None:
         f = self._main_filter()
+        if not (self.trials["control"] != "none").any():
+            return None
         return self._variant(
             "control",
-            "reinit",
+            next(c for c in self.trials["control"] if c != "none"),
             CONTROL_LABELS,
             VARIANT_COLORS,
-            "Winning ticket vs random reinitialisation",
+            "Winning ticket vs controls",
             {"schedule": f.get("schedule", "iterative")},
         )
 
-    def prune_rates(self) -> Figure | None:
-        f = self._main_filter()
-        if len(self.rates) < 2 or not f:
+    def by_axis(self, axis: str) -> Figure | None:
+        """One line per value of a varying axis other than the hue (prune rate, rewind, width)."""
+        if axis == self.hue or axis not in self.varying:
             return None
-        cmap = sns.color_palette("viridis", as_cmap=True)
-        colors = {
-            r: cmap(x)[:3] for r, x in zip(self.rates, np.linspace(0.0, 0.75, len(self.rates)))
-        }
-        labels = {r: f"{r * 100:g}% per round" for r in self.rates}
-        panels = [self._panel(c, "prune_rate", criterion=c, **f) for c in self.criteria]
-        panels = [p for p in panels if _has_data(p)]
-        return _figure(
-            panels,
-            min(len(panels), 3),
-            "acc_mean_pct",
-            ACC_LABEL,
-            self._subtitle("Test accuracy by prune rate"),
-            colors,
-            labels,
+        return self._compare(
+            axis, "acc_mean_pct", ACC_LABEL, f"Test accuracy by {_axis_name(axis)}"
         )
 
     def all(self) -> dict[str, Figure]:
@@ -469,10 +536,16 @@ class FigureBuilder:
             "accuracy_vs_weights": self.accuracy(),
             "early_stop_vs_weights": self.early_stop(),
             "iterative_vs_oneshot": self.schedule(),
-            "ticket_vs_reinit": self.reinit(),
-            "accuracy_by_prune_rate": self.prune_rates(),
+            "ticket_vs_controls": self.controls(),
         }
+        for axis in ["criterion", "prune_rate", *self.axes]:
+            name = re.sub(r"[^A-Za-z0-9]+", "_", _axis_name(axis))
+            figs[f"accuracy_by_{name}"] = self.by_axis(axis)
         return {k: v for k, v in figs.items() if v is not None}
+
+
+def _axis_name(axis: str) -> str:
+    return "prune rate" if axis == "prune_rate" else axis
 
 
 def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:

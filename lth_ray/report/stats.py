@@ -4,6 +4,9 @@ Definitions (the README repeats them; summary.md states them in one paragraph):
 - 95% CI: Student t-interval across seeds, mean +- t_{0.975, n-1} * s / sqrt(n), s the sample standard
   deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band). Accuracy
   bounds are clipped to [0, 100]% (few seeds give wide intervals: t_{0.975,1} = 12.7).
+- A group is one value of every grid axis but the seed: criterion, prune rate, schedule, control, and
+  any other field the sweep varies (`prune.rewind`, `model.width`, ...). Its n counts seeds: repeated
+  controls of one ticket are averaged per seed first.
 - Only complete trials enter the statistics, so every level of a group has the same seeds; incomplete
   trials are listed and marked separately, never averaged in.
 - A level is a pruning round; its weights remaining is the mean over seeds (rounds a criterion skips can
@@ -26,9 +29,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from lth_ray.report.tidy import COMPLETE
+from lth_ray.report.tidy import COMPLETE, axis_columns
 
 GROUP_KEYS = ["criterion", "prune_rate", "schedule", "control"]
+
+
+def group_keys(table: pd.DataFrame) -> list[str]:
+    """What defines a group of a sweep: the fixed keys plus the sweep's extra axes."""
+    return GROUP_KEYS[:2] + axis_columns(table) + GROUP_KEYS[2:]
+
+
 CONFIDENCE = 0.95
 CHANCE_MARGIN_PP = 5.0
 
@@ -70,7 +80,7 @@ def complete_rows(trials: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-LEVEL_COLUMNS = GROUP_KEYS + [
+LEVEL_COLUMNS = [
     "round",
     "n",
     "weights_remaining_pct",
@@ -89,11 +99,25 @@ LEVEL_COLUMNS = GROUP_KEYS + [
 ]
 
 
+def per_seed(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per group x seed x round: repeated controls of one ticket averaged."""
+    if rows.empty or "control_index" not in rows or not (rows["control_index"].fillna(0) > 0).any():
+        return rows
+    numeric = [c for c in rows.columns if c not in keys + ["seed", "round"]]
+    numeric = [c for c in numeric if pd.api.types.is_numeric_dtype(rows[c])]
+    return (
+        rows.groupby(keys + ["seed", "round"], dropna=False, sort=True)[numeric]
+        .mean()
+        .reset_index()
+    )
+
+
 def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per group x round over complete trials."""
-    rows = complete_rows(trials)
+    keys = group_keys(trials)
+    rows = per_seed(complete_rows(trials), keys)
     out = []
-    for key, g in rows.groupby(GROUP_KEYS + ["round"], sort=True, dropna=False):
+    for key, g in rows.groupby(keys + ["round"], sort=True, dropna=False):
         acc, epoch = accuracy_interval(g["acc_pct"]), t_interval(g["best_epoch"])
         wr = g["weights_remaining"]
         out.append(
@@ -115,11 +139,11 @@ def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
                 g["skipped"].mean(),
             )
         )
-    levels = pd.DataFrame.from_records(out, columns=LEVEL_COLUMNS)
+    levels = pd.DataFrame.from_records(out, columns=keys + LEVEL_COLUMNS)
     return levels.astype({"round": "int64", "n": "int64"})
 
 
-SUMMARY_COLUMNS = GROUP_KEYS + [
+SUMMARY_COLUMNS = [
     "n_seeds",
     "n_incomplete",
     "rounds",
@@ -127,6 +151,7 @@ SUMMARY_COLUMNS = GROUP_KEYS + [
     "dense_acc_mean_pct",
     "dense_acc_ci_low_pct",
     "dense_acc_ci_high_pct",
+    "dense_acc_sd_pct",
     "matches_dense_round",
     "matches_dense_weights_remaining_pct",
     "matches_dense_sparsity_pct",
@@ -168,8 +193,8 @@ def chance_collapse_level(levels: pd.DataFrame, chance_pct: float) -> pd.Series 
     return None if below.empty else below.iloc[0]
 
 
-def _group_summary(key: tuple, lv: pd.DataFrame, chance_pct: float) -> dict:
-    row = dict(zip(GROUP_KEYS, key))
+def _group_summary(keys: list[str], key: tuple, lv: pd.DataFrame, chance_pct: float) -> dict:
+    row = dict(zip(keys, key))
     row["chance_pct"] = chance_pct
     lv = lv.sort_values("round")
     dense = lv[lv["round"] == 0]
@@ -181,6 +206,7 @@ def _group_summary(key: tuple, lv: pd.DataFrame, chance_pct: float) -> dict:
         dense_acc_mean_pct=d["acc_mean_pct"],
         dense_acc_ci_low_pct=d["acc_ci_low_pct"],
         dense_acc_ci_high_pct=d["acc_ci_high_pct"],
+        dense_acc_sd_pct=d["acc_sd_pct"],
         early_stop_epoch_dense=d["best_epoch_mean"],
     )
     bound = d["acc_ci_low_pct"] if d["n"] >= 2 else d["acc_mean_pct"]
@@ -226,18 +252,21 @@ def chance_pct_of(trials: pd.DataFrame) -> float:
 
 
 def summarize(trials: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
-    """One row per criterion x prune rate x schedule x control (groups with only incomplete trials too)."""
+    """One row per group, i.e. per combination of the sweep's axes but the seed (groups with only
+    incomplete trials too)."""
     rows = []
+    keys = group_keys(trials)
     per_trial = trials.drop_duplicates("trial")
-    for key, g in per_trial.groupby(GROUP_KEYS, sort=True, dropna=False):
+    for key, g in per_trial.groupby(keys, sort=True, dropna=False):
         lv = levels
-        for k, v in zip(GROUP_KEYS, key):
-            lv = lv[lv[k] == v]
-        row = _group_summary(key, lv, chance_pct_of(g))
-        row["n_seeds"] = int((g["status"] == COMPLETE).sum())
+        for k, v in zip(keys, key):
+            lv = lv[lv[k] == v] if not pd.isna(v) else lv[lv[k].isna()]
+        row = _group_summary(keys, key, lv, chance_pct_of(g))
+        first = g["control_index"].fillna(0) == 0 if "control_index" in g else True
+        row["n_seeds"] = int(((g["status"] == COMPLETE) & first).sum())  # one per seed
         row["n_incomplete"] = int((g["status"] != COMPLETE).sum())
         rows.append(row)
-    summary = pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS)
+    summary = pd.DataFrame.from_records(rows, columns=keys + SUMMARY_COLUMNS)
     return summary.astype({"n_seeds": "int64", "n_incomplete": "int64"})
 
 

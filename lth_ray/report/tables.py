@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth_ray.report.stats import CHANCE_MARGIN_PP, GROUP_KEYS, fmt_level
-from lth_ray.report.tidy import COMPLETE
+from lth_ray.report.stats import CHANCE_MARGIN_PP, fmt_level, group_keys
+from lth_ray.report.tidy import COMPLETE, axis_columns
 
 
 def write_tables(
@@ -45,9 +45,10 @@ def _at(wr, rnd) -> str:
     return f"{fmt_level(wr)}% (round {int(rnd)})" if _finite(wr) else "none"
 
 
-def _group_name(row) -> str:
+def _group_name(row, axes: list[str]) -> str:
+    extra = "".join(f" · {a} = {row[a]}" for a in axes)
     return (
-        f"{row['criterion']} · rate {row['prune_rate'] * 100:g}%/round · "
+        f"{row['criterion']} · rate {row['prune_rate'] * 100:g}%/round{extra} · "
         f"{row['schedule']} · control {row['control']}"
     )
 
@@ -83,6 +84,7 @@ def summary_markdown(
         "",
     ]
     rows = []
+    axes = axis_columns(summary)
     for _, s in summary.iterrows():
         gain = (
             f"{s['best_gain_pp']:+.1f} pp at {fmt_level(s['best_gain_weights_remaining_pct'])}%"
@@ -93,11 +95,13 @@ def summary_markdown(
             [
                 str(s["criterion"]),
                 f"{s['prune_rate'] * 100:g}%",
+                *(str(s[a]) for a in axes),
                 str(s["schedule"]),
                 str(s["control"]),
                 f"{s['n_seeds']}"
                 + (f" (+{s['n_incomplete']} incomplete)" if s["n_incomplete"] else ""),
                 _ci(s["dense_acc_mean_pct"], s["dense_acc_ci_low_pct"], s["dense_acc_ci_high_pct"]),
+                _num(s["dense_acc_sd_pct"], ".2f"),
                 _at(s["matches_dense_weights_remaining_pct"], s["matches_dense_round"]),
                 gain,
                 _at(s["chance_collapse_weights_remaining_pct"], s["chance_collapse_round"]),
@@ -115,10 +119,12 @@ def summary_markdown(
         [
             "criterion",
             "rate",
+            *axes,
             "schedule",
             "control",
             "seeds",
             "dense acc % [95% CI]",
+            "seed sd (pp)",
             "matches dense down to (weights left)",
             "largest gain over dense",
             f"below chance+{CHANCE_MARGIN_PP:g} from",
@@ -127,8 +133,9 @@ def summary_markdown(
         rows,
     )
     lines += ["", "## Per level", ""]
-    for key, lv in levels.groupby(GROUP_KEYS, sort=True):
-        name = _group_name(dict(zip(GROUP_KEYS, key)))
+    keys = group_keys(levels)
+    for key, lv in levels.groupby(keys, sort=True, dropna=False):
+        name = _group_name(dict(zip(keys, key)), axis_columns(levels))
         lines += [f"### {name}", ""]
         lines += _table(
             [

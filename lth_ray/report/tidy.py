@@ -13,6 +13,15 @@ import pandas as pd
 from lth_ray import schema
 
 COMPLETE, INCOMPLETE = "complete", "incomplete"
+# Grid axes that already have a column of their own; every other varying field (tag lth_ray.axes)
+# becomes a column named by its dotted path, e.g. "prune.rewind".
+AXIS_COLUMNS = {
+    "prune.criterion": "criterion",
+    "seed": "seed",
+    "prune.fraction": "prune_rate",
+    "prune.schedule": "schedule",
+    "prune.control": "control",
+}
 # Columns the issue asks for first, then the rest of the per-round metrics, then bookkeeping.
 ID_COLUMNS = ["sweep", "trial", "criterion", "seed", "prune_rate", "schedule", "control", "round"]
 CORE_METRICS = [
@@ -63,6 +72,16 @@ def _float(value: str | None) -> float | None:
         return float(value) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+def axis_columns(table: pd.DataFrame) -> list[str]:
+    """The extra grid axes of a tidy table: its columns named by a dotted field path."""
+    return [c for c in table.columns if "." in c]
+
+
+def _extra_axes(tags: dict[str, str]) -> list[str]:
+    listed = [a for a in tags.get(schema.TAG_AXES, "").split(",") if a]
+    return [a for a in listed if a not in AXIS_COLUMNS]
 
 
 def latest_per_step(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -126,6 +145,8 @@ def tidy_trials(
                 "prune_rate": _float(t.get(schema.TAG_PRUNE_RATE)),
                 "schedule": t.get(schema.TAG_SCHEDULE, "iterative"),
                 "control": t.get(schema.TAG_CONTROL, "none"),
+                "control_index": _int(t.get(schema.TAG_CONTROL_INDEX)) or 0,
+                **{a: t.get(a) for a in _extra_axes(t)},
                 "rounds_total": total,
                 "num_classes": _int(t.get(schema.TAG_NUM_CLASSES)),
                 "rounds_done": done,
@@ -158,11 +179,24 @@ def tidy_trials(
     for col in COLUMNS:
         if col not in table:
             table[col] = float("nan")
-    table = table[COLUMNS].astype(
+    axes = list(dict.fromkeys(a for r in runs for a in _extra_axes(r.tags)))
+    at = ID_COLUMNS.index("control") + 1
+    columns = ID_COLUMNS[:at] + axes + ["control_index"] + COLUMNS[at:]
+    table = table[columns].astype(
         {"round": "Int64", "seed": "Int64", "rounds_total": "Int64", "num_classes": "Int64"}
     )
     return table.sort_values(
-        ["criterion", "prune_rate", "schedule", "control", "seed", "trial", "round"],
+        [
+            "criterion",
+            "prune_rate",
+            *axes,
+            "schedule",
+            "control",
+            "control_index",
+            "seed",
+            "trial",
+            "round",
+        ],
         kind="stable",
         na_position="last",
     ).reset_index(drop=True)

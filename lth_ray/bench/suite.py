@@ -23,7 +23,7 @@ from lth_ray.mps import HINT as MPS_HINT
 from lth_ray.mps import mps_active
 from lth_ray.train import resolve_precision
 
-# Targets of issue 5, for one H100 (the printout says whether this run's device met them).
+# Throughput targets on one H100-class card (the printout says whether this run's device met them).
 TARGET_SINGLE_X_NAIVE = 3.0
 TARGET_PACKED_OF_CEILING = 0.5
 TARGET_OVERHEAD = 0.03

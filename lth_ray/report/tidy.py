@@ -22,7 +22,7 @@ AXIS_COLUMNS = {
     "prune.schedule": "schedule",
     "prune.control": "control",
 }
-# Columns the issue asks for first, then the rest of the per-round metrics, then bookkeeping.
+# Identity columns first, then the core per-round metrics, then the rest of the per-round metrics, then bookkeeping.
 ID_COLUMNS = ["sweep", "trial", "criterion", "seed", "prune_rate", "schedule", "control", "round"]
 CORE_METRICS = [
     "sparsity",

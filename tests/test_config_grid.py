@@ -158,3 +158,18 @@ def test_shipped_general_grids():
     precision = expand_trials(load_ablation(ABLATIONS / "precision_study.yaml"))
     assert {t.train.precision for t in precision} == {"fp32", "bf16"}
     assert all(t.prune.rounds == 0 for t in precision)
+
+
+def test_a_rate_axis_that_no_layer_uses_is_refused(tmp_path):
+    text = SMALL.replace(
+        "prune: {rounds: 1}",
+        "prune: {rounds: 1, scope: layerwise, exclude: [], layer_fractions: {conv: 0.1, fc: 0.2, output: 0.1}}",
+    )
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text + "grid: {prune.fraction: [0.1, 0.2]}\n")
+    assert err.value.field == "grid.prune.fraction" and "never used" in err.value.message
+    # with the output layer excluded and only conv given, fc still prunes at prune.fraction
+    ok = SMALL.replace(
+        "prune: {rounds: 1}", "prune: {rounds: 1, scope: layerwise, layer_fractions: {conv: 0.1}}"
+    )
+    assert len(expand_trials(load(tmp_path, ok + "grid: {prune.fraction: [0.1, 0.2]}\n"))) == 2

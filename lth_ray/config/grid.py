@@ -252,6 +252,18 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
         if ident not in seen:
             seen.add(ident)
             trials.append(t)
+    rates = next((a for a in varying if "prune.fraction" in a.fields), None)
+    if rates is not None:
+        for t in trials:
+            typed = {"conv", "fc", "output"} - set(t.prune.exclude)
+            if t.prune.scope == "layerwise" and typed <= set(t.prune.layer_fractions):
+                raise ConfigError(
+                    file,
+                    f"grid.{rates.key}",
+                    f"trial {t.key}: prune.layer_fractions sets every layer type's rate"
+                    f" ({t.prune.layer_fractions}), so prune.fraction is never used: vary"
+                    " prune.layer_fractions.<type> instead",
+                )
     if len(varying) > 1:  # values valid alone may clash together (a rewind point past round 0)
         for t in trials:
             try:

@@ -532,6 +532,8 @@ class FigureBuilder:
         )
 
     def all(self) -> dict[str, Figure]:
+        if not self.levels.empty and self.levels["round"].max() == 0:
+            return {}  # dense-only sweeps (e.g. the precision study): the summary holds the numbers
         figs = {
             "accuracy_vs_weights": self.accuracy(),
             "early_stop_vs_weights": self.early_stop(),

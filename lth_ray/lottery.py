@@ -7,9 +7,13 @@ the mask. A control trial computes the same ticket and then trains, and reports,
 level: `reinit` (the ticket's mask, a fresh initialisation) or `random_mask` (a uniformly random mask
 with the ticket's per-layer sparsity, from the ticket's start weights; open_lth's `randomly_prune`).
 
-Everything random is derived from (seed, purpose, round), so a trial restored from the checkpoint of
-round k computes exactly what an uninterrupted one would have: the checkpoint holds masks, the weights
-the next round scores, the rewind point and the history, and theta_0 is rebuilt from the seed.
+Everything random is derived from (seed, purpose, round), and the checkpoint holds masks, the weights
+the next round scores, the rewind point and the history (theta_0 is rebuilt from the seed), so a
+trial restored from the checkpoint of round k continues from exactly the state an uninterrupted one
+had. On the CPU the rounds that follow are bit-identical too. On CUDA they are bit-identical with
+`train.deterministic: true`; without it, kernels that accumulate in a varying order (cuDNN's
+convolution backward, atomics) make reruns, resumed or not, differ in the last bits, which training
+can amplify into small differences of the reported accuracy.
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ from lth_ray.train import (
     StateDict,
     StepFactory,
     TrainResult,
+    batches_per_epoch,
     clone_state,
     evaluate,
     resolve_device,
     resolve_precision,
+    set_determinism,
+    steps_to_iterations,
     train,
 )
 
@@ -64,6 +71,43 @@ def generator(*parts: Any) -> torch.Generator:
 
 def _cpu(state: StateDict | None) -> StateDict | None:
     return None if state is None else {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def round_steps(cfg: TrialConfig, r: int, n_train: int) -> tuple[int, str]:
+    """Training length of round r: `initial` for round 0, `retrain` after; under late rewinding
+    with `rewind_budget: remaining`, the T - k steps left after the rewind point k (the papers)."""
+    if r == 0:
+        return parse_steps(cfg.train.initial)
+    total = parse_steps(cfg.train.retrain)
+    k = parse_rewind(cfg.prune.rewind)
+    if k is None or cfg.prune.rewind_budget == "full":
+        return total
+    if k[1] == total[1]:
+        return total[0] - k[0], total[1]
+    per_epoch = batches_per_epoch(n_train, cfg.train)
+    return steps_to_iterations(total, per_epoch) - steps_to_iterations(k, per_epoch), "it"
+
+
+def schedule_problem(cfg: TrialConfig, n_train: int) -> tuple[str, str] | None:
+    """(field, message) when the rewind point does not fit the training lengths, with the
+    iterations per epoch that this training set gives (units may differ: '5000it' vs '2ep')."""
+    k = parse_rewind(cfg.prune.rewind)
+    if k is None:
+        return None
+    per_epoch = batches_per_epoch(n_train, cfg.train)
+    at = steps_to_iterations(k, per_epoch)
+    first = steps_to_iterations(parse_steps(cfg.train.initial), per_epoch)
+    if at > first:
+        return "prune.rewind", (
+            f"rewind point {cfg.prune.rewind!r} ({at} iterations) lies beyond round 0's training "
+            f"({cfg.train.initial!r} = {first} iterations at {per_epoch} per epoch)"
+        )
+    if cfg.prune.rounds and round_steps(cfg, 1, n_train)[0] < 1:
+        return "prune.rewind", (
+            f"rewind point {cfg.prune.rewind!r} leaves no training in later rounds (train.retrain "
+            f"{cfg.train.retrain!r}, prune.rewind_budget 'remaining'): rewind earlier or retrain longer"
+        )
+    return None
 
 
 @dataclass
@@ -94,6 +138,7 @@ class LotteryTrial:
         self.device = (
             torch.device(device) if device is not None else resolve_device(cfg.train.device)
         )
+        set_determinism(cfg.train)  # before the first kernel of this trial on the device
         self.data = data.to(self.device)
         self.step_factory = step_factory
         self.model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.seed).to(
@@ -111,6 +156,9 @@ class LotteryTrial:
             else p.fraction
         )
         self.rewind_point = parse_rewind(p.rewind)
+        problem = schedule_problem(cfg, len(data.train_x))
+        if problem:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         self.state = TrialState(masks={k: v.cpu() for k, v in dense_masks(self.model).items()})
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -192,7 +240,7 @@ class LotteryTrial:
             else:
                 s.masks, pruned = new_masks
 
-        steps = parse_steps(cfg.train.initial if r == 0 else cfg.train.retrain)
+        steps = round_steps(self.cfg, r, len(self.data.train_x))
         ticket = self._train_branch(r, "ticket", steps)
         reported = ticket
         ticket_acc = None
@@ -217,28 +265,39 @@ class LotteryTrial:
         return record
 
     def _next_masks(self, r: int) -> tuple[Masks, int] | None:
+        """The next level's masks and how many weights this level removed (None: pruned nothing).
+
+        Iterative: score the last retrained net among the current survivors. One-shot: score the
+        dense net among all weights (a dense mask in the context) and prune straight to the level.
+        Criteria that compare with the start (movement, large_init_large_final) compare with where
+        survivors restart: theta_0, or the rewind point under late rewinding.
+        """
         s, p = self.state, self.cfg.prune
+        start = s.rewind if self.rewind_point is not None else self.theta0
+        dense = {k: torch.ones_like(v) for k, v in s.masks.items()}
         ctx = ScoreContext(
-            init={n: self.theta0[n].cpu() for n in self.names},
+            init={n: start[n].cpu() for n in self.names},
             best={n: s.score_best[n] for n in self.names},
             final={n: s.score_final[n] for n in self.names},
-            masks=s.masks,
+            masks=s.masks if p.schedule == "iterative" else dense,
             generator=generator(self.cfg.seed, "criterion", r),
+            scope=p.scope,
         )
         scores = CRITERIA.get(p.criterion)(ctx, self.names)
         if scores is None:
             return None
+        before = sum(int(s.masks[n].sum()) for n in self.names)
         if p.schedule == "iterative":
-            return prune(scores, s.masks, self.names, self.fraction, p.scope)
-        dense = {k: torch.ones_like(v) for k, v in s.masks.items()}
-        ctx.masks = dense
-        active = (
-            sum(int(dense[n].sum()) for n in self.names)
-            if p.scope == "global"
-            else {n: int(dense[n].sum()) for n in self.names}
-        )
-        plan = schedule_remaining(active, self.fraction, p.rounds, p.scope)
-        return prune_to(scores, dense, self.names, plan[r - 1], p.scope)
+            masks, _ = prune(scores, s.masks, self.names, self.fraction, p.scope)
+        else:
+            active = (
+                sum(int(dense[n].sum()) for n in self.names)
+                if p.scope == "global"
+                else {n: int(dense[n].sum()) for n in self.names}
+            )
+            plan = schedule_remaining(active, self.fraction, p.rounds, p.scope)
+            masks, _ = prune_to(scores, dense, self.names, plan[r - 1], p.scope)
+        return masks, before - sum(int(masks[n].sum()) for n in self.names)
 
     def _draw(self, r: int, branch: str) -> tuple[Any, ...]:
         """What a branch's random draws derive from: a control's include its kind and index, so
@@ -292,6 +351,7 @@ class LotteryTrial:
             "sparsity": rep.sparsity,
             "weights_remaining": rep.weights_remaining,
             "sparsity_all": rep.sparsity_all,
+            "zeros_all": rep.zeros_all,
             "active_weights": rep.active_weights,
             "test_acc": test_acc,
             "test_loss": test_loss,

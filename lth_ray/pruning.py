@@ -85,6 +85,7 @@ class ScoreContext:
     final: dict[str, Tensor]  # weights at the last epoch of the last training
     masks: Masks  # current masks
     generator: torch.Generator  # for random criteria; the caller seeds it deterministically
+    scope: str = "global"  # how the scores will be thresholded: criteria that rank follow it
 
 
 Criterion = Callable[[ScoreContext, list[str]], "Scores | None"]
@@ -125,11 +126,17 @@ def large_init_large_final(ctx: ScoreContext, names: list[str]) -> Scores:
     """Zhou et al.: keep weights large both at init and at the end.
 
     Score = min(rank |w_init|, rank |w_final|), ranks taken over the active weights of all `names`
-    together (rank = number of active weights strictly smaller, so equal magnitudes share a rank),
-    with the larger of the two ranks as a tie-breaker (added as a fraction below 1). Keeping the
-    top-k by this score keeps the weights above the same percentile in BOTH magnitudes, the
-    "quadrant" Zhou et al. select. Inactive weights score -1 (ignored by `prune`).
+    together in global scope and within each layer in layer-wise scope (rank = number of active
+    weights strictly smaller, so equal magnitudes share a rank), with the larger of the two ranks as
+    a tie-breaker (added as a fraction below 1). Keeping the top-k by this score keeps the weights
+    above the same percentile in BOTH magnitudes, the "quadrant" Zhou et al. select. Inactive
+    weights score -1 (ignored by `prune`).
     """
+    if ctx.scope == "layerwise" and len(names) > 1:
+        scores: Scores = {}
+        for n in names:
+            scores.update(large_init_large_final(ctx, [n]))
+        return scores
     flat_i, flat_f, sizes = [], [], []
     for n in names:
         m = ctx.masks[n]
@@ -358,6 +365,7 @@ class SparsityReport:
     sparsity: float  # fraction of prunable (named) weights masked off
     weights_remaining: float  # percent of prunable weights left
     sparsity_all: float  # fraction of ALL parameters (biases, excluded layers included) masked off
+    zeros_all: float  # fraction of ALL parameters that are exactly zero (the study's "sparsity")
     active_weights: int  # prunable weights still active
     per_layer: dict[str, float]  # sparsity of every masked weight layer
     compression_ratio: float  # all parameters / unmasked parameters
@@ -371,6 +379,9 @@ def sparsity_report(
     model: nn.Module, masks: Masks, names: Sequence[str], input_shape: Sequence[int]
 ) -> SparsityReport:
     """Sparsity and FLOPs of the masked model; a layer without a mask counts as dense.
+
+    Masked counts follow the masks; `zeros_all` counts the model's current values, so it also sees
+    weights and biases that are zero without being pruned (the study's definition of sparsity).
 
     FLOPs: a conv costs 2 x active weights x output positions (H_out x W_out), a linear
     2 x active weights per output row; biases, activations and pooling are not counted. Output
@@ -416,6 +427,7 @@ def sparsity_report(
         sparsity=sparsity,
         weights_remaining=100.0 * (1.0 - sparsity),
         sparsity_all=masked_all / all_params,
+        zeros_all=sum(int((p == 0).sum()) for p in model.parameters()) / all_params,
         active_weights=active,
         per_layer=per_layer,
         compression_ratio=all_params / unmasked if unmasked else math.inf,

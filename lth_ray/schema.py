@@ -37,7 +37,9 @@ ROLE_TRIAL = "trial"
 ROUND_METRICS = (
     "sparsity",  # fraction of prunable weights that are zero
     "weights_remaining",  # percent of prunable weights left
-    "sparsity_all",  # fraction of all parameters (biases and excluded layers included) that are zero
+    "sparsity_all",  # fraction of all parameters (biases and excluded layers included) masked off
+    "zeros_all",  # fraction of all parameters exactly zero in the reported (early-stop) weights:
+    # the study's "percentage of weights that are exactly zero", masked or not
     "test_acc",  # test accuracy of the best-validation (early-stop) weights
     "test_loss",
     "test_acc_final",  # test accuracy of the last epoch's weights
@@ -46,10 +48,10 @@ ROUND_METRICS = (
     "val_acc_best",  # validation accuracy at that epoch
     "best_epoch",  # 1-based epoch of minimum validation loss (early-stop epoch)
     "skipped",  # 1 when the criterion pruned nothing this round (stability: best == final)
-    "pruned",  # weights removed this round
+    "pruned",  # prunable weights this round removed from the previous level (either schedule)
     "train_seconds",
     "images_per_s",
-    "compression_ratio",  # all parameters / non-zero parameters
+    "compression_ratio",  # all parameters / parameters not masked off
     "flops_reduction",  # dense FLOPs / FLOPs of the non-zero weights
 )
 # Per-epoch curves: step = epoch counted across the whole trial (round 0's epochs first).

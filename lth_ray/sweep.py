@@ -147,14 +147,24 @@ def storage_root(storage: str, ablation: str) -> str:
     return str(Path(storage).expanduser().resolve() / ablation)
 
 
-def check_data(spec: AblationSpec, file: str) -> None:
-    """Decode (and cache) the dataset once in the driver: missing files fail here, and trials hit the cache."""
+def check_data(trials: list[TrialConfig], file: str) -> None:
+    """Decode (and cache) each distinct dataset once in the driver: missing files fail here, trials
+    hit the cache, and what depends on the data's size (a rewind point in iterations against a
+    round 0 in epochs) is checked for every trial before any starts."""
     from lth_ray.data import load_dataset
+    from lth_ray.lottery import schedule_problem
 
-    try:
-        load_dataset(absolutize(spec.base_trial()).dataset)
-    except ValueError as e:  # a split that does not fit the data (dataset.val_size)
-        raise ConfigError(file, "dataset.val_size", str(e)) from None
+    sizes: dict[str, int] = {}
+    for t in trials:
+        key = repr(dataclasses.asdict(t.dataset))
+        if key not in sizes:
+            try:
+                sizes[key] = len(load_dataset(t.dataset).train_x)
+            except ValueError as e:  # a split that does not fit the data (dataset.val_size)
+                raise ConfigError(file, "dataset.val_size", str(e)) from None
+        problem = schedule_problem(t, sizes[key])
+        if problem:
+            raise ConfigError(file, problem[0], f"trial {t.key}: {problem[1]}")
 
 
 def init_ray(args: argparse.Namespace) -> bool:
@@ -254,7 +264,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from lth_ray.data import DatasetError
 
     try:
-        check_data(spec, args.ablation)
+        check_data(trials, args.ablation)
     except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG

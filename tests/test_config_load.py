@@ -22,7 +22,7 @@ SHIPPED = {
     "smoke": 10,
     "criteria_conv4": 120,
     "rewind_conv4": 30,
-    "frankle_carbin_conv": 60,
+    "frankle_carbin_conv": 90,
     "precision_study": 10,
 }
 
@@ -62,6 +62,8 @@ def test_seed_study_is_the_study_protocol():
         and s.prune.schedule == "iterative"
     )
     assert (s.dataset.val_size, s.dataset.scale) == (5000, "unit")
+    # the study trained in fp32 with Keras' Adam (epsilon hat)
+    assert (s.train.precision, s.train.eps_style) == ("fp32", "keras")
     assert len(expand_trials(s)) == 1
 
 
@@ -72,6 +74,8 @@ def test_frankle_carbin_protocol():
     )
     assert s.prune.layer_fractions == {"conv": 0.1, "fc": 0.2, "output": 0.1}
     assert (s.model.padding, s.model.init) == ("same", "glorot_normal")
+    assert (s.train.precision, s.train.eps_style) == ("fp32", "keras")  # TF1, fp32
+    assert s.controls.kinds == {"reinit": 3, "random_mask": 1} and s.baselines.one_shot
     nets = {}
     for t in expand_trials(s):
         nets[t.model.arch] = (t.train.lr, t.train.initial, t.train.retrain, t.prune.layer_fractions)

@@ -300,3 +300,69 @@ def test_reinit_draws_are_independent_across_seeds_and_rounds(data, monkeypatch)
     # where both are unmasked, independent draws give different weights
     both = s0_round2[n].ne(0) & s1_round1[n].ne(0)
     assert both.any() and not torch.equal(s0_round2[n][both], s1_round1[n][both])
+
+
+def test_one_shot_removes_per_round_and_ranks_among_all_dense_weights(data):
+    trial = LotteryTrial(
+        tiny_trial(rounds=2, schedule="one_shot", criterion="large_init_large_final"), data
+    )
+    trial.run()
+    active = [r["active_weights"] for r in trial.state.history]
+    # `pruned` is what each level removed relative to the previous level, not from dense
+    assert [r["pruned"] for r in trial.state.history[1:]] == [
+        active[0] - active[1],
+        active[1] - active[2],
+    ]
+    # the round-2 mask ranks all dense weights (not only round 1's survivors)
+    dense = {k: torch.ones_like(v) for k, v in trial.state.masks.items()}
+    from lth_ray.pruning import CRITERIA, ScoreContext, prune_to
+
+    c = ScoreContext(
+        init={n: trial.theta0[n] for n in trial.names},
+        best={},
+        final={n: trial.state.score_final[n] for n in trial.names},
+        masks=dense,
+        generator=torch.Generator(),
+    )
+    scores = CRITERIA.get("large_init_large_final")(c, trial.names)
+    expected, _ = prune_to(scores, dense, trial.names, active[2], "global")
+    for n in trial.names:
+        assert torch.equal(trial.state.masks[n], expected[n])
+
+
+def test_movement_under_late_rewinding_compares_with_the_rewind_point(data):
+    trial = LotteryTrial(tiny_trial(rounds=1, criterion="movement", rewind="1ep"), data)
+    trial.run_round()
+    s = trial.state
+    moved = torch.cat([(s.score_final[n] - s.rewind[n]).abs().flatten() for n in trial.names])
+    from_init = torch.cat(
+        [(s.score_final[n] - trial.theta0[n]).abs().flatten() for n in trial.names]
+    )
+    trial.run_round()
+    keep = torch.cat([s.masks[n].flatten() for n in trial.names])
+    assert moved[keep].min() >= moved[~keep].max()  # survivors moved most since the rewind point
+    assert not (from_init[keep].min() >= from_init[~keep].max())  # not the theta_0 ranking
+
+
+def test_late_rewinding_trains_the_remaining_steps(data):
+    """After rewinding to step k, a round trains T - k steps (the papers); `full` trains T."""
+    cfg = with_changes(tiny_trial(rounds=1, rewind="1ep"), **{"train.retrain": "3ep"})
+    remaining = LotteryTrial(cfg, data)
+    remaining.run()
+    assert [r["epochs"] for r in remaining.state.history] == [2, 2]  # initial 2ep; 3ep - 1ep
+    full = LotteryTrial(with_changes(cfg, **{"prune.rewind_budget": "full"}), data)
+    full.run()
+    assert [r["epochs"] for r in full.state.history] == [2, 3]
+    per_epoch = lottery.batches_per_epoch(len(data.train_x), cfg.train)
+    mixed = with_changes(cfg, **{"prune.rewind": "3it"})
+    assert lottery.round_steps(mixed, 1, len(data.train_x)) == (3 * per_epoch - 3, "it")
+    assert lottery.round_steps(mixed, 0, len(data.train_x)) == (2, "ep")
+
+
+def test_a_rewind_point_past_round_zero_in_other_units_is_refused(data):
+    cfg = tiny_trial(rounds=1, rewind="5000it")  # round 0 is 2ep: 16 iterations here
+    with pytest.raises(ValueError, match="prune.rewind.*beyond round 0"):
+        LotteryTrial(cfg, data)
+    short = with_changes(tiny_trial(rounds=1, rewind="2ep"), **{"train.retrain": "16it"})
+    with pytest.raises(ValueError, match="leaves no training"):
+        LotteryTrial(short, data)

@@ -432,3 +432,35 @@ def test_sparsity_report_dense_conv4_matches_reference_flops():
     assert r0.compression_ratio == pytest.approx(
         sum(p.numel() for p in model.parameters()) / biases
     )
+
+
+def test_large_init_large_final_ranks_within_each_layer_in_layerwise_scope():
+    init = {"a": torch.tensor([1.0, 1.0, 3.0]), "b": torch.tensor([2.0, 0.5])}
+    final = {"a": torch.tensor([3.0, 2.0, 1.0]), "b": torch.tensor([2.0, 2.0])}
+    c = ctx(init=init, final=final)
+    c.scope = "layerwise"
+    s = CRITERIA.get("large_init_large_final")(c, ["a", "b"])
+    # per layer: a: init ranks [0,0,2], final [2,1,0]; b: init [1,0], final [0,0]
+    torch.testing.assert_close(
+        s["a"], torch.tensor([0 + 2 / 4, 0 + 1 / 4, 0 + 2 / 4], dtype=torch.float64)
+    )
+    torch.testing.assert_close(s["b"], torch.tensor([0 + 1 / 3, 0 + 0 / 3], dtype=torch.float64))
+    for n in ("a", "b"):  # the same as scoring the layer alone
+        alone = ctx(init={n: init[n]}, final={n: final[n]})
+        torch.testing.assert_close(s[n], CRITERIA.get("large_init_large_final")(alone, [n])[n])
+
+
+@torch.no_grad()
+def test_zeros_all_counts_exact_zeros_of_every_parameter():
+    """The study's sparsity: exactly-zero values over all parameters, masked or not."""
+    model = TinyConv()  # 77 parameters
+    for p in model.parameters():
+        p.fill_(0.5)
+    masks = dense_masks(model)
+    masks["fc.weight"].view(-1)[:10] = False
+    apply_masks(model, masks)  # 10 masked weights -> 0
+    model.conv.bias.zero_()  # 2 biases at zero, never masked
+    model.fc.weight.view(-1)[20] = 0.0  # an active weight that happens to be 0
+    r = sparsity_report(model, masks, ["conv.weight", "fc.weight"], (1, 5, 5))
+    assert r.zeros_all == pytest.approx((10 + 2 + 1) / 77)
+    assert r.sparsity_all == pytest.approx(10 / 77)  # masked only

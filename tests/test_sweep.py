@@ -143,6 +143,9 @@ def test_dry_run_and_bad_input_fail_before_ray(workdir, capsys):
     rc = sweep.main([str(SMOKE), "--set", "prune.fraction=2"])
     err = capsys.readouterr().err
     assert rc == 2 and "prune.fraction" in err and "smoke.yaml" in err
+    rc = sweep.main([str(SMOKE), "--set", "prune.rewind=5000it"])  # round 0 is 3ep: 60 iterations
+    err = capsys.readouterr().err
+    assert rc == 2 and "prune.rewind" in err and "beyond round 0" in err and "smoke.yaml" in err
     rc = sweep.main([str(SMOKE), "--set", "dataset.val_size=5000"])
     err = capsys.readouterr().err
     assert rc == 2 and "dataset.val_size" in err

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -148,3 +150,24 @@ def test_precision_auto_is_bf16_on_cuda_and_fp32_elsewhere():
     assert (resolve_precision("auto", cuda), resolve_precision("auto", cpu)) == ("bf16", "fp32")
     for explicit in ("fp32", "tf32", "bf16"):
         assert resolve_precision(explicit, cuda) == resolve_precision(explicit, cpu) == explicit
+
+
+def test_deterministic_switch_is_set_either_way():
+    import torch
+
+    from lth_ray.train import set_determinism
+
+    had = "CUBLAS_WORKSPACE_CONFIG" in os.environ
+    try:
+        set_determinism(TrainSpec(deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (":4096:8", ":16:8")
+        set_determinism(TrainSpec(deterministic=False))  # a reused worker: the next trial's choice
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        if not had:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -77,6 +77,11 @@ class TrainSpec:
     eps: float = doc(
         1e-7, "Adam epsilon (1e-7 = Keras default, used by the study; torch's is 1e-8)"
     )
+    eps_style: Literal["torch", "keras"] = doc(
+        "torch",
+        "where Adam's epsilon enters: torch = sqrt(v_hat) + eps; keras = Kingma & Ba's epsilon hat,"
+        " lr_t * m / (sqrt(v) + eps) as Keras and TF1 (the study, Frankle & Carbin) apply it",
+    )
     betas: list[float] = doc([0.9, 0.999], "Adam betas")
     momentum: float = doc(0.9, "SGD momentum")
     weight_decay: float = doc(0.0, "L2 weight decay")
@@ -98,6 +103,16 @@ class TrainSpec:
         "auto", "on CUDA, capture the training step in a CUDA graph (auto) or run eagerly (off)"
     )
     drop_last: bool = doc(False, "drop the last partial batch of an epoch (static shapes)")
+    eval_every: str = doc(
+        "1ep",
+        "validation interval, '<n>ep' or '<n>it' (Frankle & Carbin: 100it): the early-stop point"
+        " and the best weights are taken at this resolution; the end of training is always evaluated",
+    )
+    deterministic: bool = doc(
+        False,
+        "on CUDA, deterministic cuDNN/cuBLAS kernels (bit-identical resumes and reruns, slower);"
+        " CPU runs are deterministic either way",
+    )
 
 
 @dataclass
@@ -124,6 +139,11 @@ class PruneSpec:
     )
     rewind: str = doc(
         "init", "where survivors restart: 'init' (theta_0), '<k>ep' or '<k>it' (late rewinding)"
+    )
+    rewind_budget: Literal["remaining", "full"] = doc(
+        "remaining",
+        "after rewinding to step k, train the round's remaining T - k steps (the papers, open_lth)"
+        " or a full T steps",
     )
     control: Literal["none", "reinit", "random_mask"] = doc(
         "none",

@@ -114,6 +114,20 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
                 "prune.rewind",
                 f"rewind point {p.rewind!r} lies beyond round 0's training ({t.initial!r})",
             )
+        later, unit = parse_steps(t.retrain)
+        if unit == rw[1] and p.rewind_budget == "remaining" and p.rounds:
+            _check(
+                rw[0] < later,
+                file,
+                "prune.rewind",
+                f"rewind point {p.rewind!r} leaves no training in later rounds (train.retrain"
+                f" {t.retrain!r}, prune.rewind_budget 'remaining')",
+            )
+    try:
+        n, _ = parse_steps(t.eval_every)
+    except ValueError as e:
+        raise ConfigError(file, "train.eval_every", str(e)) from None
+    _check(n >= 1, file, "train.eval_every", f"expected at least 1 step, got {t.eval_every!r}")
 
 
 def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:

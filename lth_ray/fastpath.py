@@ -76,7 +76,7 @@ def _autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractConte
 
 def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.optim.Optimizer:
     """`train.make_optimizer`, with Adam's step counter on the device when the step is captured."""
-    if spec.optimizer == "adam" and capturable:
+    if spec.optimizer == "adam" and spec.eps_style == "torch" and capturable:
         return torch.optim.Adam(
             params,
             lr=spec.lr,
@@ -85,7 +85,8 @@ def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.opti
             weight_decay=spec.weight_decay,
             capturable=True,
         )
-    return make_optimizer(params, spec)  # SGD keeps no host-side state: capturable as it is
+    # SGD keeps no host-side state and KerasAdam keeps its step on the device: capturable as they are
+    return make_optimizer(params, spec)
 
 
 class StepProgram:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import nn
 
 from lth_ray.config.specs import TrainSpec
 from lth_ray.data import DataSplits
+from lth_ray.optim import KerasAdam
 from lth_ray.pruning import Masks
 
 StateDict = dict[str, torch.Tensor]
@@ -84,6 +86,20 @@ def set_precision(spec: TrainSpec, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = tf32
 
 
+def set_determinism(spec: TrainSpec) -> None:
+    """Deterministic kernels on CUDA when asked (process-wide switches, so set either way: a reused
+    worker process must not inherit the previous trial's setting).
+
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its handle: call this before the trial's
+    first matmul on the device. Ops without a deterministic CUDA kernel warn instead of failing.
+    """
+    if spec.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = spec.deterministic
+    torch.backends.cudnn.benchmark = False
+
+
 def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
     if resolve_precision(spec.precision, device) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -91,8 +107,10 @@ def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContex
 
 
 def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
+    """The round's optimizer; Adam puts epsilon where `spec.eps_style` says (lth_ray/optim.py)."""
     if spec.optimizer == "adam":
-        return torch.optim.Adam(
+        adam = KerasAdam if spec.eps_style == "keras" else torch.optim.Adam
+        return adam(
             params,
             lr=spec.lr,
             betas=tuple(spec.betas),

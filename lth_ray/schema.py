@@ -20,6 +20,9 @@ TAG_AXES = (
 )
 TAG_ARM = "lth_ray.arm"  # ticket | one_shot | reinit | random_mask (#k for a repeated control)
 TAG_CONTROL_INDEX = "control_index"  # which of a ticket's repeated controls (0 when not repeated)
+TAG_STEPS_UNIT = (
+    "lth_ray.steps_unit"  # "it" when the trial counts training or evaluation in iterations
+)
 MLFLOW_PARENT = "mlflow.parentRunId"
 
 # Tags naming the trial's place in the grid (plain names so the MLflow UI can filter by them).
@@ -47,6 +50,7 @@ ROUND_METRICS = (
     "val_loss_best",  # minimum validation loss of the round
     "val_acc_best",  # validation accuracy at that epoch
     "best_epoch",  # 1-based epoch of minimum validation loss (early-stop epoch)
+    "best_iteration",  # optimizer steps at that evaluation (early-stop iteration)
     "skipped",  # 1 when the criterion pruned nothing this round (stability: best == final)
     "pruned",  # prunable weights this round removed from the previous level (either schedule)
     "train_seconds",
@@ -54,7 +58,8 @@ ROUND_METRICS = (
     "compression_ratio",  # all parameters / parameters not masked off
     "flops_reduction",  # dense FLOPs / FLOPs of the non-zero weights
 )
-# Per-epoch curves: step = epoch counted across the whole trial (round 0's epochs first).
+# Learning curves, one value per evaluation (once per epoch by default, every train.eval_every):
+# step = evaluation counted across the whole trial (round 0's first).
 EPOCH_METRICS = ("epoch_train_loss", "epoch_val_loss", "epoch_val_acc")
 # Whole-trial metrics (no step): energy where NVML can read the GPU's power.
 ENERGY_METRIC = "energy_wh"

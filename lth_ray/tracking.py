@@ -188,6 +188,13 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Iterable[Metric]) ->
         retry(lambda chunk=chunk: client.log_batch(run_id, metrics=chunk), "log metrics")
 
 
+def steps_unit(cfg: TrialConfig) -> str:
+    """'it' when a trial counts its rounds or its evaluation interval in iterations (Frankle &
+    Carbin), else 'ep': the unit the report plots early stopping in."""
+    counted = (cfg.train.retrain, cfg.train.eval_every)
+    return "it" if any(str(v).strip().endswith("it") for v in counted) else "ep"
+
+
 def trial_tags(ctx: SweepContext, cfg: TrialConfig, num_classes: int) -> dict[str, str]:
     """The trial's place in the sweep: plain grid tags, its arm, and one tag per varying field named
     by its dotted path (filter in the UI with tags."prune.rewind" = '1ep')."""
@@ -196,6 +203,7 @@ def trial_tags(ctx: SweepContext, cfg: TrialConfig, num_classes: int) -> dict[st
         schema.TAG_AXES: ",".join(cfg.axes),
         schema.TAG_ARM: arm_of(cfg),
         schema.TAG_CONTROL_INDEX: str(cfg.prune.control_index),
+        schema.TAG_STEPS_UNIT: steps_unit(cfg),
         schema.TAG_ROLE: schema.ROLE_TRIAL,
         schema.TAG_SWEEP: ctx.sweep_id,
         schema.TAG_ABLATION: ctx.ablation,
@@ -276,7 +284,8 @@ class TrialRun:
     def log_round(
         self, record: dict[str, Any], curve: list[dict[str, float]], epoch_offset: int
     ) -> bool:
-        """Per-round metrics at step = round, per-epoch curves at step = epoch across the trial."""
+        """Per-round metrics at step = round; learning curves at step = evaluation across the trial
+        (the epoch, with the default interval of one epoch)."""
         r = int(record["round"])
         if r in self.logged_rounds:
             return False

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.config.specs import TrainSpec
+from lth_ray.config.specs import TrainSpec, parse_steps
 from lth_ray.data import DataSplits
 from lth_ray.optim import KerasAdam
 from lth_ray.pruning import Masks
@@ -29,8 +29,10 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class EpochStats:
-    epoch: int  # 1-based
-    iteration: int  # optimizer steps done at the end of this epoch
+    """One validation point (once per epoch by default; every `train.eval_every` steps)."""
+
+    epoch: int  # 1-based epoch the evaluation falls in
+    iteration: int  # optimizer steps done when it ran
     train_loss: float
     train_acc: float
     val_loss: float
@@ -251,6 +253,11 @@ class PlainEpoch:
         return clone_state(self.model)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_epochs(
     model: nn.Module,
     program,
@@ -263,12 +270,16 @@ def run_epochs(
     """The epoch loop shared by the plain and the fast path: data order, budget, validation, best/final/rewind.
 
     `program` trains one batch at a time (`start_epoch(perm)`, `run_batch(b)`, `epoch_sums()`,
-    `snapshot()`); the loss and accuracy sums are read once per epoch (one host sync).
+    `snapshot()`). Validation runs every `spec.eval_every` steps and at the end of training (the
+    default, every epoch, is once per epoch); the loss and accuracy sums are read only then (one
+    host sync per evaluation). A curve record's training loss covers the steps since the previous
+    evaluation within its epoch; `seconds` counts training only, not validation.
     """
     device = next(model.parameters()).device
     n = len(data.train_x)
     per_epoch = batches_per_epoch(n, spec)
     total_iters = steps_to_iterations(steps, per_epoch)
+    eval_iters = steps_to_iterations(parse_steps(spec.eval_every), per_epoch)
     rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
     rewind = program.snapshot() if rewind_iter == 0 else None
 
@@ -279,29 +290,37 @@ def run_epochs(
     while it < total_iters:
         epoch += 1
         perm = torch.randperm(n, generator=generator)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         t0 = time.perf_counter()
         program.start_epoch(perm)
-        seen = 0
+        window, taken = 0, None  # examples trained since the last evaluation; the sums then
         for b in range(per_epoch):
             if it >= total_iters:
                 break
-            seen += program.run_batch(b)
+            window += program.run_batch(b)
             it += 1
             if rewind_iter is not None and it == rewind_iter:
                 rewind = program.snapshot()
-        sums = program.epoch_sums()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - t0
-        images += seen
-        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
-        train_loss, train_correct = (sums / max(seen, 1)).tolist()
-        curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
-        if val_loss < best_loss:
-            best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
-            best = program.snapshot()
+            if it % eval_iters and it != total_iters:
+                continue
+            sums = program.epoch_sums()
+            part = sums if taken is None else sums - taken
+            taken = sums.clone()
+            _sync(device)
+            seconds += time.perf_counter() - t0
+            images += window
+            val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
+            train_loss, train_correct = (part / max(window, 1)).tolist()
+            curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
+            if val_loss < best_loss:
+                best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
+                best = program.snapshot()
+            window = 0
+            t0 = time.perf_counter()
+        if window:  # the epoch ended between two evaluations
+            _sync(device)
+            seconds += time.perf_counter() - t0
+            images += window
     final = program.snapshot()
     return TrainResult(
         best=best if best is not None else final,

@@ -119,3 +119,24 @@ def test_dense_only_sweeps_draw_no_weight_axis():
     levels = level_stats(trials)
     assert len(levels) == 4 and (levels["round"] == 0).all()
     assert FigureBuilder(trials, levels, "sw").all() == {}
+
+
+def test_early_stop_is_plotted_in_iterations_when_the_sweep_counts_in_iterations():
+    runs, metrics = _sweep()
+    extra = metrics[metrics["key"] == "best_epoch"].assign(
+        key="best_iteration", value=lambda d: 100.0 * (d["step"] + 1)
+    )
+    metrics = pd.concat([metrics, extra], ignore_index=True)
+    for unit in ("ep", "it"):
+        for r in runs:
+            r.tags[schema.TAG_STEPS_UNIT] = unit
+        trials = tidy_trials(runs, metrics, "sw", "exp")
+        levels = level_stats(trials)
+        assert list(levels.sort_values("round")["best_iteration_mean"].unique()) == [
+            100.0,
+            200.0,
+            300.0,
+        ]
+        fig = FigureBuilder(trials, levels, "sw").early_stop()
+        ylabel = fig.axes[0].get_ylabel()
+        assert ("iteration" in ylabel) == (unit == "it") and ("epoch" in ylabel) == (unit == "ep")

@@ -171,3 +171,58 @@ def test_deterministic_switch_is_set_either_way():
         torch.backends.cudnn.deterministic = False
         if not had:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def _train_tiny(data, spec, steps, seed=0):
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=1)
+    masks = half_masks(model)
+    apply_masks(model, masks)
+    return train(model, masks, data, spec, steps, torch.Generator().manual_seed(seed))
+
+
+def test_evaluation_interval_in_iterations(data):
+    """Frankle & Carbin's early stopping: validation every k iterations, best weights at that
+    resolution; the end of training is always evaluated."""
+    spec = TrainSpec(lr=1e-2, batch_size=50, device="cpu", eval_every="3it")
+    per_epoch = batches_per_epoch(len(data.train_x), spec)  # 8 here
+    result = _train_tiny(data, spec, (2, "ep"))
+    its = [e.iteration for e in result.curve]
+    assert per_epoch == 8 and its == [3, 6, 9, 12, 15, 16]
+    assert [e.epoch for e in result.curve] == [1 + (i - 1) // per_epoch for i in its]
+    best = min(result.curve, key=lambda e: e.val_loss)
+    assert (result.best_iteration, result.best_epoch) == (best.iteration, best.epoch)
+    # the best weights are exactly the weights after best_iteration steps
+    again = _train_tiny(
+        data, TrainSpec(lr=1e-2, batch_size=50, device="cpu"), (best.iteration, "it")
+    )
+    for k, v in result.best.items():
+        assert torch.equal(v, again.final[k]), k
+    # the default interval is one epoch: the same training, fewer evaluations
+    per_ep = _train_tiny(data, TrainSpec(lr=1e-2, batch_size=50, device="cpu"), (2, "ep"))
+    assert [e.iteration for e in per_ep.curve] == [per_epoch, 2 * per_epoch]
+    for k, v in per_ep.final.items():
+        assert torch.equal(v, result.final[k]), k
+    assert result.images == per_ep.images == 2 * len(data.train_x)
+
+
+def test_evaluation_interval_on_the_fast_path_matches_the_plain_loop(data):
+    from lth_ray.fastpath import FastPathOptions, train_fast
+
+    spec = TrainSpec(lr=1e-2, batch_size=64, device="cpu", eval_every="5it")  # a partial batch
+    plain = _train_tiny(data, spec, (2, "ep"))
+    cfg = tiny_trial()
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=1)
+    masks = half_masks(model)
+    apply_masks(model, masks)
+    fast = train_fast(
+        model, masks, data, spec, (2, "ep"), torch.Generator().manual_seed(0),
+        options=FastPathOptions(graph=False),
+    )  # fmt: skip
+    assert [(e.epoch, e.iteration) for e in fast.curve] == [
+        (e.epoch, e.iteration) for e in plain.curve
+    ]
+    assert [e.val_loss for e in fast.curve] == pytest.approx(
+        [e.val_loss for e in plain.curve], rel=1e-5
+    )
+    assert fast.best_iteration == plain.best_iteration

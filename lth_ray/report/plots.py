@@ -46,6 +46,7 @@ CONTROL_LABELS = {
 }
 ACC_LABEL = "Test accuracy (%)"
 EPOCH_LABEL = "Early-stop epoch\n(epoch of min. validation loss)"
+ITERATION_LABEL = "Early-stop iteration\n(iteration of min. validation loss)"
 X_LABEL = "Weights remaining (%, log scale)"
 STYLE = {
     "axes.titlesize": 11,
@@ -472,13 +473,13 @@ class FigureBuilder:
         )
 
     def early_stop(self) -> Figure | None:
-        return self._compare(
-            self.hue,
-            "best_epoch_mean",
-            EPOCH_LABEL,
-            "Early-stop epoch vs weights remaining",
-            reference=False,
-        )
+        """In iterations when the sweep counts in iterations (Frankle & Carbin), else in epochs."""
+        units = set(self.trials["steps_unit"].dropna()) if "steps_unit" in self.trials else set()
+        if units == {"it"} and self.levels["best_iteration_mean"].notna().any():
+            y, label, what = "best_iteration_mean", ITERATION_LABEL, "Early-stop iteration"
+        else:
+            y, label, what = "best_epoch_mean", EPOCH_LABEL, "Early-stop epoch"
+        return self._compare(self.hue, y, label, f"{what} vs weights remaining", reference=False)
 
     def _variant(
         self, column: str, value: str, labels: dict, colors: dict, what: str, base: dict

@@ -93,6 +93,9 @@ LEVEL_COLUMNS = [
     "best_epoch_mean",
     "best_epoch_ci_low",
     "best_epoch_ci_high",
+    "best_iteration_mean",
+    "best_iteration_ci_low",
+    "best_iteration_ci_high",
     "test_loss_mean",
     "val_loss_best_mean",
     "skipped_frac",
@@ -119,6 +122,7 @@ def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in rows.groupby(keys + ["round"], sort=True, dropna=False):
         acc, epoch = accuracy_interval(g["acc_pct"]), t_interval(g["best_epoch"])
+        iteration = t_interval(g["best_iteration"]) if "best_iteration" in g else t_interval([])
         wr = g["weights_remaining"]
         out.append(
             (
@@ -134,6 +138,9 @@ def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
                 epoch.mean,
                 epoch.low,
                 epoch.high,
+                iteration.mean,
+                iteration.low,
+                iteration.high,
                 g["test_loss"].mean(),
                 g["val_loss_best"].mean(),
                 g["skipped"].mean(),

@@ -36,6 +36,7 @@ CORE_METRICS = [
 EXTRA_METRICS = [m for m in schema.ROUND_METRICS if m not in CORE_METRICS]
 META_COLUMNS = [
     "status",
+    "steps_unit",
     "run_status",
     "rounds_done",
     "rounds_total",
@@ -146,6 +147,7 @@ def tidy_trials(
                 "schedule": t.get(schema.TAG_SCHEDULE, "iterative"),
                 "control": t.get(schema.TAG_CONTROL, "none"),
                 "control_index": _int(t.get(schema.TAG_CONTROL_INDEX)) or 0,
+                "steps_unit": t.get(schema.TAG_STEPS_UNIT, "ep"),
                 **{a: t.get(a) for a in _extra_axes(t)},
                 "rounds_total": total,
                 "num_classes": _int(t.get(schema.TAG_NUM_CLASSES)),

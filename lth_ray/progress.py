@@ -1,7 +1,9 @@
 """Console progress of a sweep: one line per finished round with overall trials/rounds, elapsed, ETA.
 
-Replaces Ray Tune's own (very long) status tables. Also a watchdog: trials that wait for a GPU the
-cluster does not have would stay PENDING forever, so the sweep stops with a clear message instead.
+Replaces Ray Tune's own (very long) status tables. Also a watchdog: trials that wait for resources
+the cluster does not have (CPUs, GPUs, custom resources) would stay PENDING forever, so the sweep
+stops with a clear message instead; and a trial that reports a configuration error stops the sweep
+at once (retrying it cannot help).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ class NoResourcesError(RuntimeError):
     """Trials cannot start: the cluster lacks what they ask for."""
 
 
+class TrialConfigError(RuntimeError):
+    """A trial could not start because of its configuration or data: not a fault to retry."""
+
+
+CONFIG_ERROR_KEY = "config_error"  # the result key a trainable reports such an error under
+
+
 class SweepProgress(tune.Callback):
     def __init__(
         self,
@@ -34,7 +43,12 @@ class SweepProgress(tune.Callback):
         has_resources: Callable[[], bool] | None = None,
         write: Callable[[str], None] | None = None,
         done_before: dict[str, int] | None = None,
+        request: dict[str, float] | None = None,
+        max_failures: int = 0,
     ) -> None:
+        self.request = {k: v for k, v in (request or {}).items() if v > 0}  # per trial
+        self.max_failures = max_failures
+        self.attempts: dict[str, int] = {}
         self.n_trials = n_trials
         self.rounds_per_trial = rounds_per_trial  # trial name -> rounds a complete trial runs
         self.total_rounds = sum(rounds_per_trial.values())
@@ -62,7 +76,13 @@ class SweepProgress(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         name = str(trial)
+        if CONFIG_ERROR_KEY in result:
+            raise TrialConfigError(f"trial {name}: {result[CONFIG_ERROR_KEY]}")
         rounds = int(result.get("rounds_done", 0))
+        if rounds <= self.rounds_done.get(name, 0):  # a restarted trial re-reporting a known round
+            if rounds >= self.rounds_per_trial.get(name, rounds + 1):
+                self.finished.add(name)
+            return
         if name not in self.rounds_at_start:
             self.rounds_at_start[name] = rounds - 1  # the first result of this run is one new round
         self.rounds_done[name] = rounds
@@ -79,6 +99,14 @@ class SweepProgress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished.add(str(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        name = str(trial)
+        self.attempts[name] = self.attempts.get(name, 1) + 1
+        self.write(
+            f"{self._prefix()} {name} died; retrying from its last finished round "
+            f"(attempt {self.attempts[name]} of {self.max_failures + 1})"
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed.add(str(trial))
@@ -97,7 +125,9 @@ class SweepProgress(tune.Callback):
         now = time.monotonic()
         self.idle_since = self.idle_since or now
         if now - self.idle_since > self.pending_timeout_s and not self.has_resources():
+            asked = ", ".join(f"{v:g} {k}" for k, v in self.request.items()) or "its resources"
             raise NoResourcesError(
                 f"{len(pending)} trials waited {self.pending_timeout_s:.0f} s for resources the cluster "
-                "does not have (a GPU?). Set resources.gpu: 0, or resources.gpu_fallback: cpu, or add GPU nodes."
+                f"does not have (each asks for {asked}). Lower resources.cpu / resources.gpu, set "
+                "resources.gpu_fallback: cpu, or add nodes that have them."
             )

@@ -22,6 +22,8 @@ os.environ.setdefault(
 )  # no per-trial CSV/TensorBoard files
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
+# MLflow's usage telemetry: nothing to send from a sweep (and its client thread raced in trials)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
@@ -41,7 +43,7 @@ from lth_ray.tracking import (  # noqa: E402
 
 log = logging.getLogger("lth_ray.sweep")
 EXIT_OK, EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 2, 1, 130
-FORWARDED_ENV = ("LTH_RAY_FAULT", "LTH_RAY_FAULT_MARKER")
+FORWARDED_ENV = ("LTH_RAY_FAULT", "LTH_RAY_FAULT_MARKER", "MLFLOW_DISABLE_TELEMETRY")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -262,14 +264,19 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     from lth_ray.data import DatasetError
+    from lth_ray.preflight import check_machine, check_storage, check_tracking
 
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
     try:
+        check_machine(spec, trials, args.ablation, local, args.num_cpus)
         check_data(trials, args.ablation)
+        check_storage(args.storage)
+        check_tracking(tracking_uri)
     except (DatasetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
     if args.resume:
         ctx = find_sweep(tracking_uri, spec.name, args.sweep_id)
         if ctx is None:
@@ -283,11 +290,26 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(
         f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"
     )
+    try:
+        return run_tune(args, spec, trials, ctx, tracking_uri)
+    except BaseException as e:  # the parent run must not stay RUNNING after a crash or Ctrl-C
+        if not isinstance(e, KeyboardInterrupt):
+            set_sweep_status(ctx, "FAILED", **{"lth_ray.state": f"error: {type(e).__name__}"})
+        raise
 
+
+def run_tune(
+    args: argparse.Namespace,
+    spec: AblationSpec,
+    trials: list[TrialConfig],
+    ctx: SweepContext,
+    tracking_uri: str,
+) -> int:
+    """Ray and Tune: run (or resume) the trials, then set the sweep's status and write the report."""
     import ray
     from ray import tune
 
-    from lth_ray.progress import NoResourcesError, SweepProgress
+    from lth_ray.progress import NoResourcesError, SweepProgress, TrialConfigError
     from lth_ray.trainable import lottery_trainable
 
     local = init_ray(args)
@@ -295,18 +317,24 @@ def run_sweep(args: argparse.Namespace) -> int:
         gpu, note = resolve_gpu(spec, local)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "no_resources"})
         ray.shutdown()
         return EXIT_CONFIG
     if note:
         print(note)
     resources = {"cpu": spec.resources.cpu, "gpu": gpu}
+    request = {"CPU": spec.resources.cpu, "GPU": gpu}
     trainable = tune.with_resources(lottery_trainable, resources)
     exp_path = f"{storage_root(args.storage, spec.name)}/{ctx.sweep_id}"
     progress = SweepProgress(
         n_trials=len(trials),
         rounds_per_trial={trial_key(t): t.prune.rounds + 1 for t in trials},
         pending_timeout_s=args.pending_timeout or (300.0 if local else 1800.0),
-        has_resources=lambda: not (gpu > 0 and ray.cluster_resources().get("GPU", 0) == 0),
+        has_resources=lambda: all(
+            ray.cluster_resources().get(k, 0) >= v for k, v in request.items() if v > 0
+        ),
+        request=request,
+        max_failures=spec.tune.max_failures,
         done_before=rounds_done(ctx) if args.resume else None,
     )
     threads = max(1, int(spec.resources.cpu))
@@ -314,7 +342,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         name=ctx.sweep_id,
         storage_path=storage_root(args.storage, spec.name),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         verbose=0,
         callbacks=[progress],
     )
@@ -339,6 +366,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 "trial": tune.grid_search([t.to_dict() for t in trials]),
                 "ctx": ctx.to_dict(),
                 "threads": threads,
+                "state_root": f"{exp_path}/trial_state",
             },
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=spec.tune.max_concurrent or None,
@@ -358,6 +386,11 @@ def run_sweep(args: argparse.Namespace) -> int:
         set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "no_resources"})
         ray.shutdown()
         return EXIT_INCOMPLETE
+    except TrialConfigError as e:  # not a fault: retrying or resuming cannot help
+        print(f"error: {e}", file=sys.stderr)
+        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "config_error"})
+        ray.shutdown()
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         interrupted, results = True, None
 

@@ -1,7 +1,11 @@
-"""The Ray Tune trainable: glue between one LotteryTrial, Tune checkpoints and the trial's MLflow run.
+"""The Ray Tune trainable: glue between one LotteryTrial, its state in the sweep's storage and its
+MLflow run.
 
-After every finished round it logs the round to MLflow and reports to Tune with a checkpoint holding
-the trial state and the child run id; a retried trial restores both and continues at the next round.
+After every finished round it saves the trial state (with the child run id) to the sweep's storage
+(`TrialStore`), logs the round to MLflow and reports the round's metrics to Tune. A trial started
+again, by a retry or by `--resume`, restores that state and continues at the next round, in the same
+child run. A trial that cannot start because of its configuration or data reports the error instead
+of raising it, so the sweep stops at once rather than retrying it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from lth_ray import schema
 from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config.grid import trial_key
 from lth_ray.config.load import trial_from_dict
-from lth_ray.data import load_dataset
+from lth_ray.data import DatasetError, load_dataset
 from lth_ray.energy import EnergyMeter
 from lth_ray.lottery import LotteryTrial
+from lth_ray.progress import CONFIG_ERROR_KEY
 from lth_ray.tracking import SweepContext, TrialRun
+from lth_ray.trial_store import TrialStore
 
-STATE_FILE = "trial_state.pt"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 FAULT_ENV = "LTH_RAY_FAULT"  # "<trial key>@<round>": die (os._exit) when that round starts ...
 FAULT_MARKER_ENV = "LTH_RAY_FAULT_MARKER"  # ... once: the marker file records that it happened
 
@@ -50,19 +57,21 @@ def report_metrics(record: dict[str, Any], trial: LotteryTrial) -> dict[str, Any
 
 def lottery_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config.get("threads", 1)))
-    cfg = trial_from_dict(config["trial"])
     ctx = SweepContext(**config["ctx"])
-    key = trial_key(cfg)
-    data = load_dataset(cfg.dataset)
-    trial = LotteryTrial(cfg, data)
-
-    run_id, energy_before = None, 0.0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-        trial.restore(saved["trial"])
-        run_id, energy_before = saved["mlflow_run_id"], saved.get("energy_wh", 0.0)
+    try:
+        cfg = trial_from_dict(config["trial"])
+        key = trial_key(cfg)
+        store = TrialStore(config["state_root"], key)
+        data = load_dataset(cfg.dataset)
+        trial = LotteryTrial(cfg, data)
+        saved = store.load()
+        if saved is not None:
+            trial.restore(saved["trial"])
+    except (ValueError, DatasetError) as e:  # the config or the data, not a fault: no retry
+        tune.report({CONFIG_ERROR_KEY: f"{type(e).__name__}: {e}"})
+        return
+    run_id = saved["mlflow_run_id"] if saved else None
+    energy_before = saved.get("energy_wh", 0.0) if saved else 0.0
 
     run = TrialRun(ctx, cfg, data.num_classes, run_id)
     run.set_tags(
@@ -73,19 +82,27 @@ def lottery_trainable(config: dict[str, Any]) -> None:
     )
     run.start_system_metrics()
     meter = EnergyMeter()
-    # Rounds already checkpointed but missing in MLflow (died between the two writes) are logged now.
+    # Rounds already saved but missing in MLflow (died between the two writes) are logged now.
     epochs_before = 0
     for record, curve in zip(trial.state.history, trial.state.curves):
         run.log_round(record, curve, epochs_before)
         epochs_before += len(curve)
 
     try:
+        if (
+            trial.done and trial.state.history
+        ):  # finished before a restart: Tune still needs its result
+            tune.report(report_metrics(trial.state.history[-1], trial))
         while not trial.done:
             maybe_inject_fault(key, trial.state.rounds_done)
             t0 = time.perf_counter()
             record = trial.run_round()
             t_round = time.perf_counter()
             record["round_seconds"] = t_round - t0
+            energy = energy_before + (meter.wh() or 0.0)
+            store.save(
+                {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy}
+            )
             curve = trial.state.curves[-1]
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
@@ -93,16 +110,8 @@ def lottery_trainable(config: dict[str, Any]) -> None:
                 masks = {k: v.cpu() for k, v in trial.state.masks.items()}
                 torch.save(masks, Path(folder) / f"round_{record['round']:02d}.pt")
                 run.log_artifacts(folder, "masks")
-            energy = energy_before + (meter.wh() or 0.0)
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(
-                    {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy},
-                    Path(folder) / STATE_FILE,
-                )
-                tune.report(
-                    report_metrics(record, trial), checkpoint=tune.Checkpoint.from_directory(folder)
-                )
-            # What this round cost beyond its own work: MLflow writes, checkpoint, Tune's report.
+            tune.report(report_metrics(record, trial))
+            # What this round cost beyond its own work: the saved state, MLflow writes, Tune's report.
             run.log_metric(
                 schema.BOOKKEEPING_METRIC, time.perf_counter() - t_round, step=int(record["round"])
             )

@@ -19,9 +19,9 @@ def load(tmp_path: Path, text: str):
 
 SMALL = """
 name: g
-dataset: {name: synthetic}
+dataset: {name: synthetic, val_size: 200}
 model: {arch: conv2, width: 0.125}
-train: {initial: 2ep, retrain: 1ep, device: cpu}
+train: {initial: 2ep, retrain: 2ep, device: cpu}
 prune: {rounds: 1}
 """
 
@@ -136,7 +136,8 @@ def test_combinations_are_checked_together(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(
             tmp_path,
-            SMALL + "grid: {train.initial: [1ep, 3ep], prune.rewind: [init, 2ep]}\n",
+            SMALL.replace("prune: {rounds: 1}", "prune: {rounds: 1, rewind_budget: full}")
+            + "grid: {train.initial: [1ep, 3ep], prune.rewind: [init, 2ep]}\n",
         )
     assert err.value.field == "grid"
     assert "rewind point '2ep' lies beyond" in err.value.message

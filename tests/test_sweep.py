@@ -170,7 +170,7 @@ GRID = "{prune.rewind: [init, 1ep], model.width: [0.125, 0.25], seed: [0, 1]}"
 def test_any_field_is_an_axis_end_to_end(workdir, capsys):
     """Rewind point x width x seed: 8 distinct trials through Ray, MLflow and the report."""
     args = [str(SMOKE), "--set", f"grid={GRID}", "--set", "controls.kinds={}"]
-    args += ["--set", "prune.rounds=2", "--set", "train.retrain=1ep"]
+    args += ["--set", "prune.rounds=2", "--set", "train.retrain=2ep"]
     assert sweep.main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "8 trials" in out and "varying: prune.rewind, model.width, seed" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from lth_ray.config.errors import ConfigError
+from lth_ray.config.feasible import check_feasible
 from lth_ray.config.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
 
 CONTROL_KINDS = ("reinit", "random_mask")
@@ -128,6 +129,17 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
     except ValueError as e:
         raise ConfigError(file, "train.eval_every", str(e)) from None
     _check(n >= 1, file, "train.eval_every", f"expected at least 1 step, got {t.eval_every!r}")
+    d = cfg.dataset
+    for key in ("synthetic_train", "synthetic_test"):
+        v = getattr(d, key)
+        _check(v >= 1, file, f"dataset.{key}", f"expected >= 1, got {v}")
+    _check(
+        d.synthetic_classes >= 2,
+        file,
+        "dataset.synthetic_classes",
+        f"expected >= 2 classes, got {d.synthetic_classes}",
+    )
+    check_feasible(cfg, file)
 
 
 def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:

@@ -33,6 +33,21 @@ Sources = Callable[[DatasetSpec], "list[Path] | None"]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a dataset looks like, known from its config alone (no file read): lets an ablation's
+    model, split and schedule be checked before anything runs."""
+
+    input_shape: tuple[int, int, int]  # C, H, W
+    num_classes: int
+    train_pool: int  # training examples before the validation split
+    test: int
+
+
+# Readers whose shape the config fixes register it here (image folders are only known once read).
+SHAPES: Registry[Callable[[DatasetSpec], DataShape]] = Registry("dataset shape")
+
+
 def cached(sources: Sources) -> Callable[[Loader], Loader]:
     """Mark a loader as cacheable: `sources(spec)` lists the files whose identity keys the cache.
 

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import DATASETS, RawData, cached, download_error, missing_error
+from lth_ray.datasets.base import (
+    DATASETS,
+    SHAPES,
+    DataShape,
+    RawData,
+    cached,
+    download_error,
+    missing_error,
+)
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -39,6 +47,9 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     return x, np.asarray(d[b"labels"], dtype=np.int64)
+
+
+SHAPES.register("cifar10")(lambda spec: DataShape((3, 32, 32), 10, 50_000, 10_000))
 
 
 @DATASETS.register("cifar10")

@@ -11,7 +11,9 @@ import torch
 from lth_ray.config.specs import DatasetSpec
 from lth_ray.datasets.base import (
     DATASETS,
+    SHAPES,
     DatasetError,
+    DataShape,
     RawData,
     cached,
     download_error,
@@ -113,5 +115,7 @@ def _make(tv_name: str, title: str, classes: list[str]):
     return load
 
 
+SHAPES.register("fashion_mnist")(lambda spec: DataShape((1, 28, 28), 10, 60_000, 10_000))
+SHAPES.register("mnist")(lambda spec: DataShape((1, 28, 28), 10, 60_000, 10_000))
 DATASETS.register("fashion_mnist")(_make("FashionMNIST", "Fashion-MNIST", FASHION_CLASSES))
 DATASETS.register("mnist")(_make("MNIST", "MNIST", DIGIT_CLASSES))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import DATASETS, RawData
+from lth_ray.datasets.base import DATASETS, SHAPES, DataShape, RawData
 
 DATA_SEED = 20_190_305
 NOISE = 64.0  # per-pixel noise std, in 0..255 units
@@ -42,6 +42,12 @@ def _sample(protos: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torc
     y = y[torch.randperm(n, generator=g)]
     x = protos[y] + NOISE * torch.randn((n, *protos.shape[1:]), generator=g)
     return x.round().clamp(0, 255).to(torch.uint8), y.to(torch.int64)
+
+
+@SHAPES.register("synthetic")
+def synthetic_shape(spec: DatasetSpec) -> DataShape:
+    c, h, w = spec.synthetic_shape
+    return DataShape((c, h, w), spec.synthetic_classes, spec.synthetic_train, spec.synthetic_test)
 
 
 @DATASETS.register("synthetic")

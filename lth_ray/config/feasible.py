@@ -1,0 +1,141 @@
+"""Checks that need the model and the data's shape, run before anything trains.
+
+The model is built on the meta device (shapes only: no weights, no memory) and the data's shape comes
+from the config where the reader registered one (`lth_ray.datasets.SHAPES`), so `--dry-run` catches a
+width that empties a layer, an `exclude` naming no layer, more rounds than weights, a split larger
+than the data, or a rewind point in iterations past a round 0 counted in epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+
+from lth_ray.config.errors import ConfigError
+from lth_ray.config.specs import ModelSpec, TrialConfig
+
+NOMINAL_SHAPE = (
+    3,
+    32,
+    32,
+)  # for layer names and counts when the data's shape is only known once read
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(spec: tuple, input_shape: tuple[int, int, int], num_classes: int):
+    import torch
+
+    from lth_ray.models import MODELS
+
+    model_spec = ModelSpec(*spec)
+    with torch.device("meta"):
+        return MODELS.get(model_spec.arch)(model_spec, input_shape, num_classes)
+
+
+def _model(spec: ModelSpec, input_shape, num_classes):
+    return _meta_model(dataclasses.astuple(spec), tuple(input_shape), int(num_classes))
+
+
+def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
+    from lth_ray.datasets import SHAPES
+
+    d = cfg.dataset
+    shape = SHAPES.get(d.name)(d) if d.name in SHAPES else None
+    n_train = None
+    if shape is not None:
+        pool_field = "dataset.synthetic_train" if d.name == "synthetic" else d.name
+        if not d.val_size < shape.train_pool:
+            raise ConfigError(
+                file,
+                "dataset.val_size",
+                f"expected fewer than the {shape.train_pool} training examples of {pool_field},"
+                f" got {d.val_size}",
+            )
+        n_train = shape.train_pool - d.val_size
+        if d.train_limit is not None:
+            n_train = min(n_train, d.train_limit)
+        if shape.num_classes < 2:
+            raise ConfigError(
+                file, "dataset.synthetic_classes", f"expected >= 2, got {shape.num_classes}"
+            )
+    input_shape = shape.input_shape if shape is not None else NOMINAL_SHAPE
+    classes = shape.num_classes if shape is not None else 10
+    try:
+        model = _model(cfg.model, input_shape, classes)
+    except ValueError as e:  # an input too small for the net with this padding
+        if shape is None:
+            return  # the real shape is checked when the data is read
+        where = "dataset.synthetic_shape" if d.name == "synthetic" else "model.padding"
+        raise ConfigError(file, where, f"{e} ({cfg.model.arch} on {d.name})") from None
+    _check_width(cfg, input_shape, classes, file)
+    _check_pruning(cfg, model, file)
+    if n_train is not None:
+        from lth_ray.lottery import schedule_problem
+
+        problem = schedule_problem(cfg, n_train)
+        if problem:
+            raise ConfigError(file, problem[0], problem[1])
+
+
+def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) -> None:
+    """Every hidden layer keeps at least one unit at this width (no silent 1-unit layers)."""
+    from lth_ray.models import weight_layers
+
+    width = cfg.model.width
+    if width == 1.0:
+        return
+    base = _model(dataclasses.replace(cfg.model, width=1.0), input_shape, classes)
+    for li in weight_layers(base):
+        units = li.module.weight.shape[0]
+        if li.kind != "output" and math.floor(units * width + 0.5) < 1:
+            raise ConfigError(
+                file,
+                "model.width",
+                f"width {width:g} leaves layer {li.name} ({units} units at width 1) without a"
+                f" unit: expected >= {0.5 / units:.3g}",
+            )
+
+
+def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
+    from lth_ray.models import weight_layers
+    from lth_ray.pruning import KINDS, layer_fractions, prune_count
+
+    p = cfg.prune
+    layers = weight_layers(model)
+    known = [li.name for li in layers] + list(KINDS)
+    for i, e in enumerate(p.exclude):
+        if e not in known:
+            close = difflib.get_close_matches(e, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                file,
+                f"prune.exclude[{i}]",
+                f"{e!r} is no layer of {cfg.model.arch}{hint}; expected a kind ({', '.join(KINDS)})"
+                f" or a layer name ({', '.join(li.name for li in layers)})",
+            )
+    names = [li.name for li in layers if li.name not in p.exclude and li.kind not in p.exclude]
+    if not names:
+        raise ConfigError(
+            file, "prune.exclude", f"{p.exclude} excludes every layer: nothing left to prune"
+        )
+    sizes = {li.name: li.module.weight.numel() for li in layers}
+    if p.scope == "global":
+        groups = {"all prunable layers": (sum(sizes[n] for n in names), p.fraction)}
+    else:
+        fractions = layer_fractions(model, names, p.fraction, p.layer_fractions)
+        groups = {n: (sizes[n], fractions[n]) for n in names}
+    for where, (left, fraction) in groups.items():
+        for r in range(1, p.rounds + 1):
+            removed = prune_count(left, fraction)
+            left -= removed
+            if left < 1:
+                raise ConfigError(
+                    file,
+                    "prune.rounds",
+                    f"{p.rounds} rounds at fraction {fraction:g} leave no weight in {where}"
+                    f" after round {r}: expected at most {r - 1}",
+                )
+            if removed == 0:
+                break

@@ -49,6 +49,7 @@ class SweepProgress(tune.Callback):
         self.request = {k: v for k, v in (request or {}).items() if v > 0}  # per trial
         self.max_failures = max_failures
         self.attempts: dict[str, int] = {}
+        self.config_error: str | None = None
         self.n_trials = n_trials
         self.rounds_per_trial = rounds_per_trial  # trial name -> rounds a complete trial runs
         self.total_rounds = sum(rounds_per_trial.values())
@@ -76,8 +77,9 @@ class SweepProgress(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         name = str(trial)
-        if CONFIG_ERROR_KEY in result:
-            raise TrialConfigError(f"trial {name}: {result[CONFIG_ERROR_KEY]}")
+        if CONFIG_ERROR_KEY in result:  # raised at the step's end (Tune wraps errors raised here)
+            self.config_error = self.config_error or f"trial {name}: {result[CONFIG_ERROR_KEY]}"
+            return
         rounds = int(result.get("rounds_done", 0))
         if rounds <= self.rounds_done.get(name, 0):  # a restarted trial re-reporting a known round
             if rounds >= self.rounds_per_trial.get(name, rounds + 1):
@@ -115,6 +117,8 @@ class SweepProgress(tune.Callback):
         )
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.config_error:
+            raise TrialConfigError(self.config_error)
         if self.has_resources is None:
             return
         running = [t for t in trials if t.status == "RUNNING"]

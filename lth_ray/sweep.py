@@ -153,7 +153,7 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
     """Decode (and cache) each distinct dataset once in the driver: missing files fail here, trials
     hit the cache, and what depends on the data's size (a rewind point in iterations against a
     round 0 in epochs) is checked for every trial before any starts."""
-    from lth_ray.data import load_dataset
+    from lth_ray.data import DatasetError, load_dataset
     from lth_ray.lottery import schedule_problem
 
     sizes: dict[str, int] = {}
@@ -162,6 +162,8 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
         if key not in sizes:
             try:
                 sizes[key] = len(load_dataset(t.dataset).train_x)
+            except DatasetError as e:  # missing, truncated or unreadable files
+                raise ConfigError(file, "dataset.root", str(e)) from None
             except ValueError as e:  # a split that does not fit the data (dataset.val_size)
                 raise ConfigError(file, "dataset.val_size", str(e)) from None
         problem = schedule_problem(t, sizes[key])
@@ -387,7 +389,7 @@ def run_tune(
         ray.shutdown()
         return EXIT_INCOMPLETE
     except TrialConfigError as e:  # not a fault: retrying or resuming cannot help
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {args.ablation}: {e}", file=sys.stderr)
         set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "config_error"})
         ray.shutdown()
         return EXIT_CONFIG

@@ -169,6 +169,9 @@ def test_overrides_apply_and_are_typed(tmp_path):
     ],
 )
 def test_errors_name_file_and_field(tmp_path, text, field, expected):
+    if "dataset" not in text:  # small synthetic data, so only the field under test is wrong
+        data = "dataset: {name: synthetic, val_size: 200}"
+        text = "{" + data + ", " + text[1:] if text.startswith("{") else data + "\n" + text
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
         load_ablation(path)
@@ -186,8 +189,12 @@ def test_missing_and_malformed_files(tmp_path):
         load_ablation(write(tmp_path, "- a\n- b\n"))
     with pytest.raises(ConfigError, match="empty"):
         load_ablation(write(tmp_path, "# nothing here\n"))
-    with pytest.raises(ConfigError, match="appears twice"):
+    with pytest.raises(ConfigError, match="written twice") as err:
         load_ablation(write(tmp_path, "prune: {rounds: 2}\nprune: {rounds: 3}\n"))
+    assert err.value.field == "prune"
+    with pytest.raises(ConfigError, match="written twice") as err:
+        load_ablation(write(tmp_path, "train:\n  lr: 0.1\n  batch_size: 5\n  lr: 0.2\n"))
+    assert err.value.field == "train.lr" and "lines 2 and 4" in err.value.message
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="UTF-8"):

@@ -137,5 +137,10 @@ def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
                     f"{p.rounds} rounds at fraction {fraction:g} leave no weight in {where}"
                     f" after round {r}: expected at most {r - 1}",
                 )
-            if removed == 0:
-                break
+            if removed == 0 and fraction > 0:
+                raise ConfigError(
+                    file,
+                    "prune.rounds",
+                    f"round {r} of {p.rounds} would prune nothing in {where} ({left} weights left,"
+                    f" fraction {fraction:g} of them rounds to 0): expected at most {r - 1}",
+                )

@@ -234,6 +234,15 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
         others = [names[a.key] for a in varying if not {"prune.criterion", "seed"} & set(a.fields)]
         points.append((t, others))
     wanted = set(spec.controls.criteria)
+    swept = {t.prune.criterion for t, _ in points}
+    for i, c in enumerate(spec.controls.criteria):
+        if c not in swept:
+            raise ConfigError(
+                file,
+                f"controls.criteria[{i}]",
+                f"{c!r} is not a criterion of this sweep ({', '.join(sorted(swept))}):"
+                " its controls would never run",
+            )
     tickets, one_shots, controls = [], [], []
     for t, others in points:
         stem = [t.prune.criterion, f"s{t.seed}", *others]

@@ -18,26 +18,25 @@ from lth_ray.config.specs import AblationSpec, TrialConfig
 from lth_ray.config.validate import validate_sweep, validate_trial
 
 
-class StrictLoader(yaml.SafeLoader):
-    """YAML that refuses a key written twice in one mapping (the second would silently win)."""
-
-
-def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+def _duplicate_keys(node: yaml.Node, file: str, path: str = "") -> None:
+    """Refuse a key written twice in one mapping (YAML would silently keep the second)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value in node.value:
+            key = str(key_node.value)
+            here = f"{path}.{key}" if path else key
+            if key in seen:
+                raise ConfigError(
+                    file,
+                    here,
+                    f"written twice in one mapping (lines {seen[key] + 1} and"
+                    f" {key_node.start_mark.line + 1}); the second would silently replace the first",
+                )
+            seen[key] = key_node.start_mark.line
+            _duplicate_keys(value, file, here)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, file, f"{path}[{i}]")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -54,7 +53,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"expected UTF-8 text; byte {e.start} is not UTF-8 ({raw[e.start]:#04x})",
         ) from None
     try:
-        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _duplicate_keys(root, file)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(file, "<file>", f"not valid YAML: {e}") from None
     if data is None:
@@ -69,8 +71,10 @@ def apply_override(data: dict[str, Any], assignment: str, file: str | None) -> N
     if "=" not in assignment:
         raise ConfigError(file, assignment, "a --set override must look like key.path=value")
     key, raw = assignment.split("=", 1)
+    if not key.strip():
+        raise ConfigError(file, "--set", f"empty key in {assignment!r}; expected key.path=value")
     try:
-        value = yaml.load(raw, Loader=StrictLoader) if raw.strip() else ""  # noqa: S506
+        value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(file, key.strip(), f"--set value is not valid YAML: {e}") from None
     node = data

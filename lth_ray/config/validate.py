@@ -7,6 +7,7 @@ and criteria; they are imported here, above them, so the specs below never impor
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
@@ -139,6 +140,22 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
         "dataset.synthetic_classes",
         f"expected >= 2 classes, got {d.synthetic_classes}",
     )
+    if d.name != "synthetic" and not d.download:
+        root = Path(d.root).expanduser()
+        _check(
+            root.exists(),
+            file,
+            "dataset.root",
+            f"'{root}' does not exist (and dataset.download is false): point --data-root at the"
+            " data, or set dataset.download: true",
+        )
+    for kind in p.layer_fractions:
+        _check(
+            kind not in p.exclude,
+            file,
+            f"prune.layer_fractions.{kind}",
+            f"the {kind} layers are excluded (prune.exclude), so this fraction is never used",
+        )
     check_feasible(cfg, file)
 
 
@@ -157,8 +174,13 @@ def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
     for i, c in enumerate(spec.controls.criteria):
         _registered(CRITERIA, c, file, f"controls.criteria[{i}]")
     _check(spec.resources.cpu > 0, file, "resources.cpu", f"expected > 0, got {spec.resources.cpu}")
+    gpu = spec.resources.gpu
+    _check(gpu >= 0, file, "resources.gpu", f"expected >= 0, got {gpu}")
     _check(
-        spec.resources.gpu >= 0, file, "resources.gpu", f"expected >= 0, got {spec.resources.gpu}"
+        gpu <= 1 or gpu == int(gpu),
+        file,
+        "resources.gpu",
+        f"expected a fraction up to 1 or a whole number of GPUs, got {gpu:g}",
     )
     _check(
         spec.tune.max_concurrent >= 0,

@@ -85,6 +85,18 @@ def _decode(data: bytes, where: str) -> np.ndarray:
 
 def _read_archive(path: Path) -> dict[Item, np.ndarray]:
     """Stream the archive once (xz cannot seek cheaply), decoding images as they pass."""
+    try:
+        return _stream_archive(path)
+    except (tarfile.TarError, EOFError, OSError) as e:  # truncated, corrupt or not an archive
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(
+            f"cannot read the archive '{path}' ({type(e).__name__}: {e}): is it complete? "
+            f"expected a .tar.xz/.tar.gz of {LAYOUT}"
+        ) from None
+
+
+def _stream_archive(path: Path) -> dict[Item, np.ndarray]:
     images: dict[Item, np.ndarray] = {}
     tops: set[str] = set()
     with tarfile.open(path, "r|*") as tar:

@@ -1,0 +1,780 @@
+"""A corpus of malformed ablation files, as a new user might write them.
+
+Every case is `ablations/smoke.yaml` (a valid, tiny synthetic ablation) with one thing wrong, or a
+whole file that is no ablation at all. Each must fail at `python -m lth_ray.sweep FILE --dry-run`
+with exit code 2, no traceback, and a message on stderr that names the file and the offending field
+(a dotted path such as `train.lr` or `grid.prune.rewind`, `<file>` for a whole-file problem).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lth_ray import sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_TEXT = (ROOT / "ablations" / "smoke.yaml").read_text(encoding="utf-8")
+SMOKE = yaml.safe_load(SMOKE_TEXT)
+MISSING_ROOT = "/nonexistent/lth-ray-malformed-test-data"
+
+CATEGORIES = ("types", "ranges", "names", "structure", "encoding", "set", "cross", "data")
+DEL = object()  # `edit` value: remove the field
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    text: str | bytes  # the file's content
+    extra_args: tuple[str, ...]  # after `FILE --dry-run`
+    field: str | tuple[str, ...]  # the offending field; a tuple lists equally correct namings
+    category: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a case from smoke.yaml.
+
+
+def _keys(path: str) -> list[str]:
+    """'train.lr' -> ['train', 'lr']; grid keys are dotted fields: 'grid.prune.rewind' -> 2 keys."""
+    parts = path.split(".")
+    if parts[0] == "grid" and len(parts) > 1:
+        return ["grid", ".".join(parts[1:])]
+    return parts
+
+
+def edit(changes: dict[str, Any]) -> str:
+    """smoke.yaml with these dotted fields set (or removed with DEL), as YAML text."""
+    data = copy.deepcopy(SMOKE)
+    for path, value in changes.items():
+        *parents, leaf = _keys(path)
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is DEL:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def sub(old: str, new: str) -> str:
+    """smoke.yaml's text with one exact piece replaced (it must occur exactly once)."""
+    assert SMOKE_TEXT.count(old) == 1, f"smoke.yaml changed: {old!r} no longer occurs once"
+    return SMOKE_TEXT.replace(old, new)
+
+
+def cases(category: str, items: list[Case]) -> list[Case]:
+    return [dataclasses.replace(c, category=category) for c in items]
+
+
+def C(id: str, text: str | bytes, field: str | tuple[str, ...], *extra: str) -> Case:  # noqa: N802
+    return Case(id, text, tuple(extra), field)
+
+
+LAYERWISE = {"prune.scope": "layerwise"}
+NO_CRITERION_AXIS = {"grid.prune.criterion": DEL, "controls": DEL}
+
+# ----------------------------------------------------------------------------------------------
+# The corpus.
+
+TYPES = cases(
+    "types",
+    [
+        C("types-lr-word", edit({"train.lr": "fast"}), "train.lr"),
+        C("types-lr-list", edit({"train.lr": [1e-3, 2e-3]}), "train.lr"),
+        C("types-lr-mapping", edit({"train.lr": {"value": 1e-3}}), "train.lr"),
+        C("types-batch-size-float", edit({"train.batch_size": 50.5}), "train.batch_size"),
+        C("types-batch-size-word", edit({"train.batch_size": "fifty"}), "train.batch_size"),
+        C("types-batch-size-bool", edit({"train.batch_size": True}), "train.batch_size"),
+        C("types-split-seed-bool", edit({"dataset.split_seed": True}), "dataset.split_seed"),
+        C("types-rounds-bool", edit({"prune.rounds": True}), "prune.rounds"),
+        C("types-rounds-float", edit({"prune.rounds": 2.5}), "prune.rounds"),
+        C("types-val-size-float", edit({"dataset.val_size": 200.5}), "dataset.val_size"),
+        C("types-val-size-list", edit({"dataset.val_size": [100, 200]}), "dataset.val_size"),
+        C("types-width-word", edit({"model.width": "narrow"}), "model.width"),
+        C("types-download-int", edit({"dataset.download": 1}), "dataset.download"),
+        C("types-drop-last-word", edit({"train.drop_last": "sometimes"}), "train.drop_last"),
+        C("types-exclude-mapping", edit({"prune.exclude": {"output": True}}), "prune.exclude"),
+        C(
+            "types-shape-mapping",
+            edit({"dataset.synthetic_shape": {"c": 3, "h": 16, "w": 16}}),
+            "dataset.synthetic_shape",
+        ),
+        C(
+            "types-shape-floats",
+            edit({"dataset.synthetic_shape": [3, 16.5, 16]}),
+            "dataset.synthetic_shape",
+        ),
+        C("types-betas-string", edit({"train.betas": "0.9, 0.999"}), "train.betas"),
+        C("types-betas-words", edit({"train.betas": ["high", "higher"]}), "train.betas"),
+        C(
+            "types-layer-fractions-list",
+            edit({**LAYERWISE, "prune.layer_fractions": [0.1, 0.2]}),
+            "prune.layer_fractions",
+        ),
+        C(
+            "types-layer-fraction-word",
+            edit({**LAYERWISE, "prune.layer_fractions": {"conv": "half"}}),
+            "prune.layer_fractions.conv",
+        ),
+        C("types-dataset-scalar", edit({"dataset": "synthetic"}), "dataset"),
+        C("types-train-list", edit({"train": ["lr", 2e-3]}), "train"),
+        C("types-description-mapping", edit({"description": {"text": "hi"}}), "description"),
+        C("types-initial-no-unit", edit({"train.initial": 3}), "train.initial"),
+        C("types-retrain-float", edit({"train.retrain": 2.5}), "train.retrain"),
+        C(
+            "types-controls-criteria-string",
+            edit({"controls.criteria": "magnitude"}),
+            "controls.criteria",
+        ),
+        C(
+            "types-control-count-float",
+            edit({"controls": {"kinds": {"reinit": 1.5}}}),
+            ("controls.kinds.reinit", "controls.reinit"),
+        ),
+        C("types-cpu-word", edit({"resources.cpu": "one"}), "resources.cpu"),
+        C("types-max-failures-float", edit({"tune.max_failures": 2.5}), "tune.max_failures"),
+        C("types-max-concurrent-bool", edit({"tune.max_concurrent": True}), "tune.max_concurrent"),
+        C("types-one-shot-word", edit({"baselines.one_shot": "sure"}), "baselines.one_shot"),
+        C("types-grid-seed-word", edit({"grid.seed": [0, "one"]}), "grid.seed"),
+        C("types-grid-seed-bool", edit({"grid.seed": [True, False]}), "grid.seed"),
+        C("types-grid-lr-words", edit({"grid.train.lr": ["low", "high"]}), "grid.train.lr"),
+    ],
+)
+
+RANGES = cases(
+    "ranges",
+    [
+        C("ranges-lr-zero", edit({"train.lr": 0}), "train.lr"),
+        C("ranges-lr-negative", edit({"train.lr": -1e-3}), "train.lr"),
+        C("ranges-lr-inf", sub("lr: 2.0e-3", "lr: .inf"), "train.lr"),
+        C("ranges-lr-nan", sub("lr: 2.0e-3", "lr: .nan"), "train.lr"),
+        C("ranges-eps-zero", edit({"train.eps": 0}), "train.eps"),
+        C("ranges-eps-negative", edit({"train.eps": -1e-7}), "train.eps"),
+        C("ranges-betas-one", edit({"train.betas": [0.9, 1.0]}), "train.betas"),
+        C("ranges-betas-negative", edit({"train.betas": [-0.1, 0.999]}), "train.betas"),
+        C("ranges-betas-three", edit({"train.betas": [0.9, 0.99, 0.999]}), "train.betas"),
+        C(
+            "ranges-momentum-negative",
+            edit({"train.optimizer": "sgd", "train.momentum": -0.5}),
+            "train.momentum",
+        ),
+        C(
+            "ranges-momentum-one",
+            edit({"train.optimizer": "sgd", "train.momentum": 1.0}),
+            "train.momentum",
+        ),
+        C("ranges-weight-decay-negative", edit({"train.weight_decay": -1}), "train.weight_decay"),
+        C("ranges-batch-size-zero", edit({"train.batch_size": 0}), "train.batch_size"),
+        C("ranges-batch-size-negative", edit({"train.batch_size": -50}), "train.batch_size"),
+        C(
+            "ranges-eval-batch-size-zero",
+            edit({"train.eval_batch_size": 0}),
+            "train.eval_batch_size",
+        ),
+        C("ranges-initial-zero", edit({"train.initial": "0ep"}), "train.initial"),
+        C("ranges-retrain-zero", edit({"train.retrain": "0it"}), "train.retrain"),
+        C("ranges-fraction-zero", edit({"prune.fraction": 0}), "prune.fraction"),
+        C("ranges-fraction-one", edit({"prune.fraction": 1}), "prune.fraction"),
+        C("ranges-fraction-above-one", edit({"prune.fraction": 1.5}), "prune.fraction"),
+        C("ranges-fraction-percent", edit({"prune.fraction": 20}), "prune.fraction"),
+        C(
+            "ranges-layer-fraction-one",
+            edit({**LAYERWISE, "prune.layer_fractions": {"conv": 1.0}}),
+            "prune.layer_fractions.conv",
+        ),
+        C("ranges-rounds-negative", edit({"prune.rounds": -1}), "prune.rounds"),
+        C("ranges-rounds-huge", edit({"prune.rounds": 1000000}), "prune.rounds"),
+        C(
+            "ranges-control-index-negative",
+            edit({"prune.control_index": -1}),
+            "prune.control_index",
+        ),
+        C("ranges-width-zero", edit({"model.width": 0}), "model.width"),
+        C("ranges-width-negative", edit({"model.width": -1}), "model.width"),
+        C("ranges-width-inf", sub("width: 0.125", "width: .inf"), "model.width"),
+        C("ranges-width-tiny", edit({"model.width": 1e-9}), "model.width"),
+        C("ranges-gpu-negative", edit({"resources.gpu": -1}), "resources.gpu"),
+        C("ranges-gpu-inf", edit({"resources.gpu": float("inf")}), "resources.gpu"),
+        C("ranges-gpu-one-and-a-half", edit({"resources.gpu": 1.5}), "resources.gpu"),
+        C("ranges-cpu-zero", edit({"resources.cpu": 0}), "resources.cpu"),
+        C("ranges-cpu-negative", edit({"resources.cpu": -2}), "resources.cpu"),
+        C("ranges-max-failures-negative", edit({"tune.max_failures": -1}), "tune.max_failures"),
+        C(
+            "ranges-max-concurrent-negative",
+            edit({"tune.max_concurrent": -1}),
+            "tune.max_concurrent",
+        ),
+        C("ranges-val-size-zero", edit({"dataset.val_size": 0}), "dataset.val_size"),
+        C("ranges-val-size-negative", edit({"dataset.val_size": -200}), "dataset.val_size"),
+        C(
+            "ranges-synthetic-train-zero",
+            edit({"dataset.synthetic_train": 0}),
+            "dataset.synthetic_train",
+        ),
+        C(
+            "ranges-synthetic-test-zero",
+            edit({"dataset.synthetic_test": 0}),
+            "dataset.synthetic_test",
+        ),
+        C(
+            "ranges-synthetic-classes-one",
+            edit({"dataset.synthetic_classes": 1}),
+            "dataset.synthetic_classes",
+        ),
+        C(
+            "ranges-synthetic-classes-zero",
+            edit({"dataset.synthetic_classes": 0}),
+            "dataset.synthetic_classes",
+        ),
+        C(
+            "ranges-synthetic-shape-2d",
+            edit({"dataset.synthetic_shape": [3, 16]}),
+            "dataset.synthetic_shape",
+        ),
+        C(
+            "ranges-synthetic-shape-zero",
+            edit({"dataset.synthetic_shape": [0, 16, 16]}),
+            "dataset.synthetic_shape",
+        ),
+        C(
+            "ranges-synthetic-shape-negative",
+            edit({"dataset.synthetic_shape": [3, -16, 16]}),
+            "dataset.synthetic_shape",
+        ),
+        C("ranges-grid-fraction", edit({"grid.prune.fraction": [0.2, 1.2]}), "grid.prune.fraction"),
+        C("ranges-grid-lr", edit({"grid.train.lr": [1e-3, 0]}), "grid.train.lr"),
+    ],
+)
+
+NAMES = cases(
+    "names",
+    [
+        C("names-dataset-unknown", edit({"dataset.name": "cifar100"}), "dataset.name"),
+        C("names-dataset-capitalised", edit({"dataset.name": "Synthetic"}), "dataset.name"),
+        C("names-model-unknown", edit({"model.arch": "resnet18"}), "model.arch"),
+        C(
+            "names-criterion-unknown",
+            edit({**NO_CRITERION_AXIS, "prune.criterion": "magnitud"}),
+            "prune.criterion",
+        ),
+        C(
+            "names-criterion-unknown-in-grid",
+            edit({"grid.prune.criterion": ["magnitude", "stabilty"]}),
+            "grid.prune.criterion",
+        ),
+        C(
+            "names-controls-criterion-unknown",
+            edit({"controls.criteria": ["magnitde"]}),
+            "controls.criteria",
+        ),
+        C(
+            "names-controls-criterion-not-swept",
+            edit({"controls.criteria": ["large_init_large_final"]}),
+            "controls.criteria",
+        ),
+        C("names-optimizer-unknown", edit({"train.optimizer": "sgdm"}), "train.optimizer"),
+        C("names-padding-unknown", edit({"model.padding": "full"}), "model.padding"),
+        C("names-init-unknown", edit({"model.init": "xavier"}), "model.init"),
+        C("names-precision-unknown", edit({"train.precision": "fp16"}), "train.precision"),
+        C("names-device-unknown", edit({"train.device": "gpu"}), "train.device"),
+        C("names-eps-style-unknown", edit({"train.eps_style": "tf"}), "train.eps_style"),
+        C("names-scope-unknown", edit({"prune.scope": "local"}), "prune.scope"),
+        C("names-schedule-unknown", edit({"prune.schedule": "oneshot"}), "prune.schedule"),
+        C(
+            "names-rewind-budget-unknown",
+            edit({"prune.rewind_budget": "half"}),
+            "prune.rewind_budget",
+        ),
+        C("names-scale-unknown", edit({"dataset.scale": "normalize"}), "dataset.scale"),
+        C(
+            "names-gpu-fallback-unknown",
+            edit({"resources.gpu_fallback": "wait"}),
+            "resources.gpu_fallback",
+        ),
+        C("names-top-datset", sub("dataset:", "datset:"), "datset"),
+        C("names-top-grids", sub("grid:", "grids:"), "grids"),
+        C("names-top-control", sub("controls:", "control:"), "control"),
+        C("names-top-desription", sub("description:", "desription:"), "desription"),
+        C("names-dataset-val-szie", sub("val_size:", "val_szie:"), "dataset.val_szie"),
+        C(
+            "names-model-architecture",
+            sub("arch: conv2", "architecture: conv2"),
+            "model.architecture",
+        ),
+        C(
+            "names-train-learning-rate",
+            sub("lr: 2.0e-3", "learning_rate: 2.0e-3"),
+            "train.learning_rate",
+        ),
+        C("names-prune-fractoin", sub("fraction: 0.3", "fractoin: 0.3"), "prune.fractoin"),
+        C("names-resources-cpus", sub("cpu: 0.25", "cpus: 0.25"), "resources.cpus"),
+        C("names-tune-max-failure", edit({"tune.max_failure": 5}), "tune.max_failure"),
+        C("names-baselines-oneshot", edit({"baselines.oneshot": True}), "baselines.oneshot"),
+        C("names-controls-kind", sub("kinds: [reinit]", "kind: [reinit]"), "controls.kind"),
+        C(
+            "names-grid-axis-typo",
+            sub("prune.criterion: [", "prune.critera: ["),
+            ("grid.prune.critera",),
+        ),
+        C(
+            "names-grid-section-typo",
+            edit({"grid.trian.lr": [1e-3, 2e-3]}),
+            "grid.trian.lr",
+        ),
+        C("names-grid-alias-typo", edit({"grid.critera": ["magnitude", "random"]}), "grid.critera"),
+        C("names-exclude-typo", edit({"prune.exclude": ["outptu"]}), "prune.exclude"),
+        C(
+            "names-exclude-partial-layer-name",
+            edit({"prune.exclude": ["classifier.4"]}),
+            "prune.exclude",
+        ),
+        C(
+            "names-exclude-every-layer",
+            edit({"prune.exclude": ["conv", "fc", "output"]}),
+            "prune.exclude",
+        ),
+        C(
+            "names-layer-fractions-unknown-type",
+            edit({**LAYERWISE, "prune.layer_fractions": {"dense": 0.2}}),
+            ("prune.layer_fractions.dense", "prune.layer_fractions"),
+        ),
+        C(
+            "names-control-kind-unknown",
+            edit({"controls": ["reinit", "shuffle"]}),
+            ("controls.shuffle", "controls[1]", "controls.kinds.shuffle"),
+        ),
+        C(
+            "names-control-kind-unknown-mapping",
+            edit({"controls": {"kinds": {"reinit": 1, "randm_mask": 1}}}),
+            ("controls.kinds.randm_mask", "controls.randm_mask"),
+        ),
+        C(
+            "names-baselines-random-mask",
+            edit({"baselines.random_mask": True}),
+            "baselines.random_mask",
+        ),
+    ],
+)
+
+STRUCTURE = cases(
+    "structure",
+    [
+        C("structure-empty", "", "<file>"),
+        C("structure-blank-lines", "\n\n   \n", "<file>"),
+        C("structure-only-comments", "# name: smoke\n# seed: 0\n", "<file>"),
+        C("structure-top-list", "- name: smoke\n- seed: 0\n", "<file>"),
+        C("structure-top-scalar", "smoke\n", "<file>"),
+        C("structure-top-number", "42\n", "<file>"),
+        C("structure-two-documents", SMOKE_TEXT + "---\n" + SMOKE_TEXT, "<file>"),
+        C("structure-unclosed-bracket", sub("exclude: [output]", "exclude: [output"), "<file>"),
+        C("structure-bad-indent", sub("  batch_size: 50", " batch_size: 50"), "<file>"),
+        C("structure-tab-indent", sub("  batch_size: 50", "\tbatch_size: 50"), "<file>"),
+        C(
+            "structure-python-tag",
+            sub("lr: 2.0e-3", "lr: !!python/name:os.system"),
+            ("<file>", "train.lr"),
+        ),
+        C("structure-duplicate-top-key", SMOKE_TEXT + "description: again\n", "description"),
+        C(
+            "structure-duplicate-nested-key",
+            sub("  lr: 2.0e-3\n", "  lr: 2.0e-3\n  lr: 1.0e-3\n"),
+            "train.lr",
+        ),
+        C(
+            "structure-duplicate-grid-axis",
+            sub("  seed: [0, 1]\n", "  seed: [0, 1]\n  seed: [2, 3]\n"),
+            "grid.seed",
+        ),
+        C("structure-grid-list", edit({"grid": ["seed", 0, 1]}), "grid"),
+        C("structure-grid-scalar", edit({"grid": "seed"}), "grid"),
+        C("structure-grid-axis-empty", edit({"grid.seed": []}), "grid.seed"),
+        C("structure-grid-axis-scalar", edit({"grid.seed": 3}), "grid.seed"),
+        C("structure-grid-axis-mapping", edit({"grid.seed": {"from": 0, "to": 3}}), "grid.seed"),
+        C("structure-grid-axis-null", sub("  seed: [0, 1]", "  seed:"), "grid.seed"),
+        C("structure-grid-repeated-seed", edit({"grid.seed": [0, 1, 0]}), "grid.seed"),
+        C(
+            "structure-grid-repeated-criterion",
+            edit({"grid.prune.criterion": ["magnitude", "random", "magnitude"]}),
+            "grid.prune.criterion",
+        ),
+        C(
+            "structure-grid-repeated-spelling",
+            sub("  seed: [0, 1]\n", "  seed: [0, 1]\n  train.lr: [2.0e-3, 0.002]\n"),
+            "grid.train.lr",
+        ),
+        C(
+            "structure-bundle-value-not-mapping",
+            edit({"grid.net": [{"model.arch": "conv2"}, "conv4"]}),
+            "grid.net",
+        ),
+        C(
+            "structure-bundle-unknown-field",
+            edit(
+                {
+                    "grid.net": [
+                        {"model.arch": "conv2", "train.learning_rate": 1e-3},
+                        {"model.arch": "conv4"},
+                    ]
+                }
+            ),
+            ("grid.net[0].train.learning_rate", "grid.net.train.learning_rate"),
+        ),
+        C(
+            "structure-bundle-empty-value",
+            edit({"grid.net": [{}, {"model.arch": "conv4"}]}),
+            "grid.net",
+        ),
+        C(
+            "structure-bundle-only-label",
+            edit({"grid.net": [{"label": "small"}, {"label": "big", "model.arch": "conv4"}]}),
+            "grid.net",
+        ),
+        C(
+            "structure-bundle-repeated",
+            edit({"grid.net": [{"model.arch": "conv4"}, {"model.arch": "conv4"}]}),
+            "grid.net",
+        ),
+        C(
+            "structure-section-as-bundle",
+            edit({"grid.train": [{"lr": 1e-3}, {"lr": 2e-3}]}),
+            "grid.train",
+        ),
+        C(
+            "structure-field-on-two-axes-alias",
+            edit({"grid.criteria": ["magnitude", "random"]}),
+            ("grid.criteria", "grid.prune.criterion"),
+        ),
+        C(
+            "structure-field-on-two-axes-bundle",
+            edit(
+                {
+                    "grid.net": [
+                        {"seed": 5, "model.arch": "conv2"},
+                        {"seed": 6, "model.arch": "conv4"},
+                    ]
+                }
+            ),
+            ("grid.net", "grid.seed"),
+        ),
+        C("structure-grid-name-axis", edit({"grid.name": ["a", "b"]}), "grid.name"),
+        C("structure-grid-key-axis", edit({"grid.key": ["a", "b"]}), "grid.key"),
+        C(
+            "structure-grid-control-index-axis",
+            edit({"grid.prune.control_index": [0, 1]}),
+            "grid.prune.control_index",
+        ),
+        C(
+            "structure-controls-count-zero",
+            edit({"controls": {"kinds": {"reinit": 0}}}),
+            ("controls.kinds.reinit", "controls.reinit"),
+        ),
+        C(
+            "structure-controls-count-negative",
+            edit({"controls": {"kinds": {"random_mask": -1}}}),
+            ("controls.kinds.random_mask", "controls.random_mask"),
+        ),
+        C("structure-controls-scalar", edit({"controls": "reinit"}), "controls"),
+        C(
+            "structure-baselines-reinit-and-controls",
+            edit({"baselines.reinit": ["magnitude"]}),
+            "baselines.reinit",
+        ),
+        C("structure-baselines-list", edit({"baselines": ["one_shot"]}), "baselines"),
+        C("structure-resources-list", edit({"resources": [0.25, 0]}), "resources"),
+    ],
+)
+
+_NUL = SMOKE_TEXT.encode().replace(b"seed: 0\n", b"seed: 0\x00\n", 1)
+ENCODING = cases(
+    "encoding",
+    [
+        C(
+            "encoding-latin1-value",
+            sub("Tiny synthetic", "Tiny caf\xe9 synthetic").encode("latin-1"),
+            "<file>",
+        ),
+        C("encoding-latin1-comment", ("# r\xe9sum\xe9\n" + SMOKE_TEXT).encode("latin-1"), "<file>"),
+        C(
+            "encoding-cp1252-quotes",
+            sub("magnitude]    #", "\u201cmagnitude\u201d]    #").encode("cp1252"),
+            "<file>",
+        ),
+        C("encoding-utf16-bom", SMOKE_TEXT.encode("utf-16"), "<file>"),
+        C("encoding-utf16-le-no-bom", SMOKE_TEXT.encode("utf-16-le"), "<file>"),
+        C("encoding-utf32", SMOKE_TEXT.encode("utf-32"), "<file>"),
+        C("encoding-nul-byte", _NUL, "<file>"),
+        C("encoding-bell-char", sub("Tiny synthetic", "Tiny \a synthetic").encode(), "<file>"),
+        C("encoding-binary-garbage", bytes(range(256)) * 4, "<file>"),
+        C("encoding-gzip", gzip.compress(SMOKE_TEXT.encode(), mtime=0), "<file>"),
+        C("encoding-png-header", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32), "<file>"),
+    ],
+)
+
+SET = cases(
+    "set",
+    [
+        C("set-bad-yaml", SMOKE_TEXT, "train.lr", "--set", "train.lr=[1,2"),
+        C("set-missing-equals", SMOKE_TEXT, "train.lr", "--set", "train.lr"),
+        C("set-empty-key", SMOKE_TEXT, "--set", "--set", "=5"),
+        C("set-empty-value", SMOKE_TEXT, "train.lr", "--set", "train.lr="),
+        C("set-unknown-field", SMOKE_TEXT, "train.lrr", "--set", "train.lrr=1.0e-3"),
+        C("set-unknown-section", SMOKE_TEXT, "trian", "--set", "trian.lr=1.0e-3"),
+        C("set-wrong-type", SMOKE_TEXT, "train.batch_size", "--set", "train.batch_size=abc"),
+        C("set-list-for-scalar", SMOKE_TEXT, "train.lr", "--set", "train.lr=[1.0e-3, 2.0e-3]"),
+        C("set-scalar-for-list", SMOKE_TEXT, "prune.exclude", "--set", "prune.exclude=7"),
+        C("set-out-of-range", SMOKE_TEXT, "prune.fraction", "--set", "prune.fraction=1.5"),
+        C("set-sub-field-of-scalar", SMOKE_TEXT, "train.lr", "--set", "train.lr.value=1"),
+        C("set-section-to-scalar", SMOKE_TEXT, "train", "--set", "train=5"),
+        C("set-unknown-dataset", SMOKE_TEXT, "dataset.name", "--set", "dataset.name=cifar100"),
+        C("set-grid-axis-scalar", SMOKE_TEXT, "grid.seed", "--set", "grid.seed=3"),
+        C(
+            "set-grid-axis-bad-value",
+            SMOKE_TEXT,
+            "grid.prune.fraction",
+            "--set",
+            "grid.prune.fraction=[0.2, 2]",
+        ),
+        C(
+            "set-grid-unknown-axis",
+            SMOKE_TEXT,
+            "grid.prune.critreion",
+            "--set",
+            "grid.prune.critreion=[magnitude]",
+        ),
+        C(
+            "set-controls-unknown-kind",
+            SMOKE_TEXT,
+            ("controls.bogus", "controls[1]", "controls.kinds.bogus"),
+            "--set",
+            "controls=[reinit, bogus]",
+        ),
+        C(
+            "set-second-bad-of-two",
+            SMOKE_TEXT,
+            "train.eps",
+            "--set",
+            "train.lr=1.0e-3",
+            "--set",
+            "train.eps=-1",
+        ),
+        C(
+            "set-max-concurrent-negative",
+            SMOKE_TEXT,
+            "tune.max_concurrent",
+            "--max-concurrent",
+            "-1",
+        ),
+    ],
+)
+
+CROSS = cases(
+    "cross",
+    [
+        C("cross-rewind-beyond-round0-ep", edit({"prune.rewind": "4ep"}), "prune.rewind"),
+        C(
+            "cross-rewind-beyond-round0-it",
+            edit({"train.initial": "100it", "train.retrain": "100it", "prune.rewind": "200it"}),
+            "prune.rewind",
+        ),
+        # 1000 training examples / batch 50 = 20 iterations per epoch: round 0 is 60 iterations.
+        C("cross-rewind-it-beyond-round0-ep", edit({"prune.rewind": "5000it"}), "prune.rewind"),
+        C(
+            "cross-rewind-ep-beyond-round0-it",
+            edit({"train.initial": "30it", "train.retrain": "4ep", "prune.rewind": "2ep"}),
+            "prune.rewind",
+        ),
+        C(
+            "cross-rewind-no-retraining",
+            edit({"prune.rewind": "2ep"}),  # retrain 2ep - rewind 2ep = nothing left
+            "prune.rewind",
+        ),
+        C(
+            "cross-rewind-no-retraining-mixed-units",
+            edit({"train.retrain": "40it", "prune.rewind": "2ep"}),  # 2ep = 40it
+            "prune.rewind",
+        ),
+        C(
+            "cross-rewind-grid-beyond-round0",
+            edit({"grid.prune.rewind": ["init", "1ep", "5ep"]}),
+            "grid.prune.rewind",
+        ),
+        C(
+            "cross-rewind-grid-combination",
+            edit(  # each value fits alone; 2ep does not fit a 1ep round 0
+                {
+                    "train.retrain": "4ep",
+                    "grid.prune.rewind": ["init", "2ep"],
+                    "grid.train.initial": ["1ep", "3ep"],
+                }
+            ),
+            ("prune.rewind", "grid.prune.rewind", "grid.train.initial"),
+        ),
+        C("cross-rewind-garbage", edit({"prune.rewind": "epoch1"}), "prune.rewind"),
+        C(
+            "cross-layer-fractions-global-scope",
+            edit({"prune.layer_fractions": {"conv": 0.2}}),
+            "prune.layer_fractions",
+        ),
+        C(
+            "cross-fraction-axis-never-used",
+            edit(
+                {
+                    **LAYERWISE,
+                    "prune.layer_fractions": {"conv": 0.1, "fc": 0.2},
+                    "grid.prune.fraction": [0.2, 0.3],
+                }
+            ),
+            "grid.prune.fraction",
+        ),
+        C("cross-eval-every-zero", edit({"train.eval_every": "0ep"}), "train.eval_every"),
+        C("cross-eval-every-garbage", edit({"train.eval_every": "often"}), "train.eval_every"),
+        C(
+            "cross-image-too-small-for-model",
+            edit({"dataset.synthetic_shape": [3, 1, 1]}),
+            ("dataset.synthetic_shape", "model.arch"),
+        ),
+        C(
+            "cross-rewind-past-retrain",
+            edit({"train.retrain": "30it", "prune.rewind": "40it"}),  # round 0 is 60it
+            "prune.rewind",
+        ),
+        C(
+            "cross-layer-fraction-of-excluded-type",
+            edit({**LAYERWISE, "prune.layer_fractions": {"output": 0.1}}),  # exclude: [output]
+            ("prune.layer_fractions.output", "prune.layer_fractions", "prune.exclude"),
+        ),
+    ],
+)
+
+_CIFAR = {"dataset": {"name": "cifar10", "root": MISSING_ROOT, "download": False, "val_size": 5000}}
+DATA = cases(
+    "data",
+    [
+        C("data-val-size-equals-pool", edit({"dataset.val_size": 1200}), "dataset.val_size"),
+        C("data-val-size-exceeds-pool", edit({"dataset.val_size": 5000}), "dataset.val_size"),
+        C(
+            "data-pool-smaller-than-val",
+            edit({"dataset.synthetic_train": 150}),
+            ("dataset.val_size", "dataset.synthetic_train"),
+        ),
+        C(
+            "data-set-pool-smaller-than-val",
+            SMOKE_TEXT,
+            ("dataset.val_size", "dataset.synthetic_train"),
+            "--set",
+            "dataset.synthetic_train=200",
+        ),
+        C(
+            "data-grid-val-size-too-big",
+            edit({"grid.dataset.val_size": [200, 1200]}),
+            ("grid.dataset.val_size", "dataset.val_size"),
+        ),
+        C(
+            "data-grid-pool-too-small",
+            edit({"grid.dataset.synthetic_train": [1200, 150]}),
+            ("grid.dataset.synthetic_train", "dataset.val_size"),
+        ),
+        C("data-train-limit-zero", edit({"dataset.train_limit": 0}), "dataset.train_limit"),
+        C("data-train-limit-negative", edit({"dataset.train_limit": -10}), "dataset.train_limit"),
+        C("data-test-limit-zero", edit({"dataset.test_limit": 0}), "dataset.test_limit"),
+        C("data-test-limit-negative", edit({"dataset.test_limit": -10}), "dataset.test_limit"),
+        C("data-cifar10-missing-root", edit(_CIFAR), "dataset.root"),
+        C(
+            "data-mnist-missing-root",
+            edit({"dataset": {**_CIFAR["dataset"], "name": "mnist"}}),
+            "dataset.root",
+        ),
+        C(
+            "data-fashion-mnist-missing-root",
+            edit({"dataset": {**_CIFAR["dataset"], "name": "fashion_mnist"}}),
+            "dataset.root",
+        ),
+        C(
+            "data-image-folder-missing-root",
+            edit({"dataset": {"name": "image_folder", "root": MISSING_ROOT, "val_size": 100}}),
+            "dataset.root",
+        ),
+        C(
+            "data-cifar10-missing-data-root-flag",
+            edit({"dataset": {"name": "cifar10", "download": False, "val_size": 5000}}),
+            ("dataset.root", "--data-root"),
+            "--data-root",
+            MISSING_ROOT,
+        ),
+    ],
+)
+
+CORPUS: list[Case] = [*TYPES, *RANGES, *NAMES, *STRUCTURE, *ENCODING, *SET, *CROSS, *DATA]
+
+
+# ----------------------------------------------------------------------------------------------
+# The tests.
+
+
+def _names_field(err: str, fields: tuple[str, ...]) -> bool:
+    """Whether `err` names one of `fields` as a whole path (`grid.seed` matches `grid.seed[2]`,
+    `lr` does not match `train.lr`)."""
+    return any(re.search(rf"(?<![\w.]){re.escape(f)}(?!\w)", err) for f in fields)
+
+
+def run_dry(path: Path, extra: tuple[str, ...], capsys) -> tuple[int | str, str, str]:
+    """rc (or what was raised instead), stdout, stderr of an in-process `sweep FILE --dry-run`."""
+    try:
+        rc: int | str = sweep.main([str(path), "--dry-run", *extra])
+    except (Exception, SystemExit) as e:  # an escaped exception is a failure too
+        rc = f"raised {type(e).__name__}: {e}"
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_the_smoke_base_is_valid(tmp_path, capsys):
+    """The cases are smoke.yaml with one thing wrong: smoke.yaml itself (also as `edit` writes it)
+    must pass, so every failure below comes from that one thing."""
+    for name, text in (("smoke.yaml", SMOKE_TEXT), ("dumped.yaml", edit({}))):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        rc, out, err = run_dry(path, (), capsys)
+        assert rc == 0, f"{name}: rc {rc}\n{err}"
+
+
+def test_the_corpus_covers_every_category():
+    assert len(CORPUS) >= 110
+    ids = [c.id for c in CORPUS]
+    assert len(ids) == len(set(ids)), "case ids must be unique"
+    for category in CATEGORIES:
+        n = sum(c.category == category for c in CORPUS)
+        assert n >= 10, f"only {n} cases of category {category!r}"
+    assert {c.category for c in CORPUS} == set(CATEGORIES)
+    assert all(c.id.startswith(c.category) for c in CORPUS)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.id for c in CORPUS])
+def test_malformed_ablation_fails_cleanly(case: Case, tmp_path, capsys):
+    path = tmp_path / f"{case.id}.yaml"
+    if isinstance(case.text, bytes):
+        path.write_bytes(case.text)
+    else:
+        path.write_text(case.text, encoding="utf-8")
+    rc, out, err = run_dry(path, case.extra_args, capsys)
+    tail = "\n".join((out + err).strip().splitlines()[-4:])
+
+    assert "Traceback" not in out + err, f"a traceback:\n{tail}"
+    assert rc == 2, f"expected exit code 2, got {rc}; output ends:\n{tail}"
+    names = (str(path), str(path.resolve()))
+    assert any(n in err for n in names), f"stderr does not name the file {path}:\n{err}"
+    # The field must be named by the message itself, not by the file's name (which holds the id).
+    message = err
+    for n in (*names, str(tmp_path), str(tmp_path.resolve())):
+        message = message.replace(n, "<path>")
+    fields = case.field if isinstance(case.field, tuple) else (case.field,)
+    assert _names_field(message, fields), f"stderr does not name the field {fields}:\n{err}"

@@ -68,6 +68,15 @@ def check_storage(storage: str) -> None:
         ) from None
 
 
+def tracking_server_up(uri: str, timeout_s: float = 2.0) -> bool:
+    """Whether a tracking server answers its /health now (for the sweep's console watchdog)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:  # noqa: S310
+            return r.status < 400
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 def check_tracking(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     """The MLflow store answers: a tracking server's /health within `timeout_s`, or a sqlite file /
     folder that can be written."""

@@ -45,7 +45,13 @@ class SweepProgress(tune.Callback):
         done_before: dict[str, int] | None = None,
         request: dict[str, float] | None = None,
         max_failures: int = 0,
+        tracking_up: Callable[[], bool] | None = None,
+        tracking_every_s: float = 15.0,
     ) -> None:
+        # a tracking server that stops answering: trials wait and retry; the console says so
+        self.tracking_up, self.tracking_every_s = tracking_up, tracking_every_s
+        self.tracking_checked = time.monotonic()
+        self.tracking_down_since: float | None = None
         self.request = {k: v for k, v in (request or {}).items() if v > 0}  # per trial
         self.max_failures = max_failures
         self.attempts: dict[str, int] = {}
@@ -116,9 +122,26 @@ class SweepProgress(tune.Callback):
             f"{self._prefix()} {trial} failed (attempt ended with an error; see {trial.local_path})"
         )
 
+    def _watch_tracking(self) -> None:
+        now = time.monotonic()
+        if self.tracking_up is None or now - self.tracking_checked < self.tracking_every_s:
+            return
+        self.tracking_checked = now
+        if self.tracking_up():
+            if self.tracking_down_since is not None:
+                self.write(f"{self._prefix()} tracking server reachable again")
+            self.tracking_down_since = None
+            return
+        self.tracking_down_since = self.tracking_down_since or now
+        self.write(
+            f"{self._prefix()} tracking server unreachable, trials are retrying their MLflow writes"
+            f" ({now - self.tracking_down_since:.0f} s)"
+        )
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.config_error:
             raise TrialConfigError(self.config_error)
+        self._watch_tracking()
         if self.has_resources is None:
             return
         running = [t for t in trials if t.status == "RUNNING"]

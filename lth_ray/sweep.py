@@ -311,6 +311,7 @@ def run_tune(
     import ray
     from ray import tune
 
+    from lth_ray.preflight import tracking_server_up
     from lth_ray.progress import NoResourcesError, SweepProgress, TrialConfigError
     from lth_ray.trainable import lottery_trainable
 
@@ -337,6 +338,11 @@ def run_tune(
         ),
         request=request,
         max_failures=spec.tune.max_failures,
+        tracking_up=(
+            (lambda: tracking_server_up(tracking_uri))
+            if tracking_uri.startswith(("http://", "https://"))
+            else None
+        ),
         done_before=rounds_done(ctx) if args.resume else None,
     )
     threads = max(1, int(spec.resources.cpu))

@@ -55,6 +55,14 @@ def report_metrics(record: dict[str, Any], trial: LotteryTrial) -> dict[str, Any
     return metrics
 
 
+def log_masks(run: TrialRun, trial: LotteryTrial) -> None:
+    """The masks of the trial's newest round, as artifact masks/round_XX.pt."""
+    with tempfile.TemporaryDirectory() as folder:
+        masks = {k: v.cpu() for k, v in trial.state.masks.items()}
+        torch.save(masks, Path(folder) / f"round_{trial.state.rounds_done - 1:02d}.pt")
+        run.log_artifacts(folder, "masks")
+
+
 def lottery_trainable(config: dict[str, Any]) -> None:
     torch.set_num_threads(int(config.get("threads", 1)))
     ctx = SweepContext(**config["ctx"])
@@ -82,11 +90,14 @@ def lottery_trainable(config: dict[str, Any]) -> None:
     )
     run.start_system_metrics()
     meter = EnergyMeter()
-    # Rounds already saved but missing in MLflow (died between the two writes) are logged now.
+    # Rounds already saved but missing in MLflow (died between the two writes) are logged now; the
+    # newest saved round's masks are written again (the same file) in case they were not.
     epochs_before = 0
     for record, curve in zip(trial.state.history, trial.state.curves):
         run.log_round(record, curve, epochs_before)
         epochs_before += len(curve)
+    if trial.state.history:
+        log_masks(run, trial)
 
     try:
         if (
@@ -106,10 +117,7 @@ def lottery_trainable(config: dict[str, Any]) -> None:
             curve = trial.state.curves[-1]
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
-            with tempfile.TemporaryDirectory() as folder:
-                masks = {k: v.cpu() for k, v in trial.state.masks.items()}
-                torch.save(masks, Path(folder) / f"round_{record['round']:02d}.pt")
-                run.log_artifacts(folder, "masks")
+            log_masks(run, trial)
             tune.report(report_metrics(record, trial))
             # What this round cost beyond its own work: the saved state, MLflow writes, Tune's report.
             run.log_metric(

@@ -183,3 +183,24 @@ def test_a_killed_driver_resumes_without_training_a_round_twice(workdir):  # noq
         assert sorted(trained) == sorted(set(trained)), (run.data.tags[schema.TAG_TRIAL], trained)
         logged = sorted(int(m.step) for m in client.get_metric_history(run.info.run_id, "test_acc"))
         assert logged == [0, 1, 2, 3]
+
+
+def test_the_console_says_when_the_tracking_server_stops_answering():
+    up = [True]
+    lines: list[str] = []
+    p = SweepProgress(
+        n_trials=1,
+        rounds_per_trial={"a": 1},
+        write=lines.append,
+        tracking_up=lambda: up[0],
+        tracking_every_s=0.0,
+    )
+    p.on_step_end(0, [])
+    assert lines == []
+    up[0] = False
+    p.on_step_end(1, [])
+    p.on_step_end(2, [])
+    assert len(lines) == 2 and all("tracking server unreachable" in line for line in lines)
+    up[0] = True
+    p.on_step_end(3, [])
+    assert "reachable again" in lines[-1]

@@ -24,6 +24,7 @@ SHIPPED = {
     "rewind_conv4": 30,
     "frankle_carbin_conv": 90,
     "precision_study": 10,
+    "fashion_lenet": 36,
 }
 
 

@@ -51,6 +51,8 @@ ROUND_METRICS = (
     "val_acc_best",  # validation accuracy at that epoch
     "best_epoch",  # 1-based epoch of minimum validation loss (early-stop epoch)
     "best_iteration",  # optimizer steps at that evaluation (early-stop iteration)
+    "epochs",  # epochs the round trained (the last one may be partial)
+    "evaluations",  # validation evaluations of the round (its points of the learning curve)
     "skipped",  # 1 when the criterion pruned nothing this round (stability: best == final)
     "pruned",  # prunable weights this round removed from the previous level (either schedule)
     "train_seconds",

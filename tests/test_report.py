@@ -373,3 +373,24 @@ def test_mid_sweep_with_only_incomplete_trials(tmp_path):
     assert marks.get_label() == "magnitude"  # no line names the colour: the markers do
     md = (report.out_dir / "summary.md").read_text()
     assert "| magnitude | 20% | iterative | none | 0 (+1 incomplete) | – |" in md
+
+
+def test_a_study_run_in_parts_is_reported_as_one(tmp_path):
+    """Seeds 0-1 in one sweep, seed 2 in another: --sweep A --sweep B (or every sweep of the
+    experiment) gives the same statistics as one sweep with all three, and a sweep column."""
+    uri = store_uri(tmp_path)
+    trials = [t for t in design() if t.status == "FINISHED" and t.rounds_total is None]
+    log_sweep(uri, "parts", "partA", [t for t in trials if t.seed in (0, 1)], start_time=100)
+    log_sweep(uri, "parts", "partB", [t for t in trials if t.seed == 2], start_time=200)
+    log_sweep(uri, "whole", "all", trials, start_time=300)
+    both = build_report(uri, "parts", ["partA", "partB"], tmp_path / "ab", masks=False)
+    every = build_report(uri, "parts", out_dir=tmp_path / "every", every_sweep=True, masks=False)
+    whole = build_report(uri, "whole", "all", tmp_path / "whole", masks=False)
+    assert set(both.trials["sweep"]) == {"partA", "partB"}
+    cols = ["criterion", "schedule", "control", "round", "n", "acc_mean_pct", "acc_ci_low_pct"]
+    for r in (both, every):
+        pd.testing.assert_frame_equal(
+            r.levels[cols].reset_index(drop=True), whole.levels[cols].reset_index(drop=True)
+        )
+    assert (both.out_dir / "comparisons.csv").is_file()
+    assert "## Verdict" in (both.out_dir / "summary.md").read_text()

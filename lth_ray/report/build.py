@@ -11,12 +11,16 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lth_ray.report.compare import compare
+from lth_ray.report.compare_plots import comparison_figures
+from lth_ray.report.curves import curves_table, learning_curves
 from lth_ray.report.errors import ReportError
 from lth_ray.report.mlflow_io import Transport, load_sweep
 from lth_ray.report.plots import FigureBuilder, save_figure
 from lth_ray.report.stats import group_keys, level_stats, summarize
 from lth_ray.report.tables import summary_markdown, write_tables
 from lth_ray.report.tidy import COMPLETE
+from lth_ray.report.verdict import verdict
 
 log = logging.getLogger(__name__)
 HUE_ALIASES = {"prune.criterion": "criterion", "prune.fraction": "prune_rate"}
@@ -31,6 +35,9 @@ class Report:
     warnings: list[str]
     levels: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per group x round
     figures: dict[str, Figure] = field(default_factory=dict)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # paired, per level
+    verdict: list[str] = field(default_factory=list)  # markdown lines
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per evaluation
 
 
 def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
@@ -64,10 +71,12 @@ def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataF
 def build_report(
     tracking_uri: str | None,
     experiment: str | None = None,
-    sweep: str | None = None,
+    sweep: str | list[str] | None = None,
     out_dir: str | Path | None = None,
     transport: Transport | None = None,
     hue: str = "criterion",
+    every_sweep: bool = False,
+    masks: bool = True,
 ) -> Report:
     """Read one sweep from MLflow and write tables and figures to `out_dir` (default reports/<sweep>/).
 
@@ -76,33 +85,57 @@ def build_report(
     `hue` is the axis each figure compares with one line per value (a tidy column: criterion,
     prune_rate, or a varying field such as prune.rewind); the other varying axes become panels.
     """
-    data = load_sweep(tracking_uri, experiment, sweep, transport)
+    data = load_sweep(tracking_uri, experiment, sweep, transport, every_sweep=every_sweep)
     trials = data.trials
     levels = level_stats(trials)
     summary = summarize(trials, levels)
     warnings = data.warnings + _data_warnings(trials, levels, summary)
-    out = Path(out_dir) if out_dir is not None else Path("reports") / data.ref.sweep_id
+    label = "+".join(r.sweep_id for r in data.refs) or data.ref.sweep_id
+    out = Path(out_dir) if out_dir is not None else Path("reports") / label
     out.mkdir(parents=True, exist_ok=True)
     files = write_tables(trials, levels, summary, out)
+    comparisons = compare(trials)
+    comparisons.to_csv(out / "comparisons.csv", index=False, float_format="%.6g")
+    files.append(out / "comparisons.csv")
+    lines = verdict(comparisons)
+    curves = curves_table(trials, data.curves)
     hue = HUE_ALIASES.get(hue, hue)
     try:
         builder = FigureBuilder(trials, levels, data.ref.sweep_id, hue)
     except ValueError as e:
         raise ReportError(str(e)) from None
     figures = builder.all()
+    figures.update(comparison_figures(comparisons))
+    for name, y in (("learning_curves", "val_acc_pct"), ("learning_curves_loss", "val_loss")):
+        fig = learning_curves(curves, y)
+        if fig is not None:
+            figures[name] = fig
+    if masks and data.load_masks is not None:
+        from lth_ray.report.masks import mask_report
+
+        shapes = mask_report(trials, data.load_masks)
+        warnings += shapes.warnings
+        for name, frame in (("mask_profiles", shapes.profiles), ("mask_overlap", shapes.overlap)):
+            frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+            files.append(out / f"{name}.csv")
+        figures.update(shapes.figures)
     for name, fig in figures.items():
         files += save_figure(fig, out, name)
     meta = {
-        "sweep": data.ref.sweep_id,
+        "sweep": label,
         "experiment": data.ref.experiment_name,
         "reader": data.reader,
     }
     md = out / "summary.md"
-    md.write_text(summary_markdown(trials, levels, summary, meta, warnings, list(figures)))
+    md.write_text(
+        summary_markdown(trials, levels, summary, meta, warnings, list(figures), verdict=lines)
+    )
     files.append(md)
     for w in warnings:
         log.warning(w)
-    return Report(out, files, trials, summary, warnings, levels, figures)
+    return Report(
+        out, files, trials, summary, warnings, levels, figures, comparisons, lines, curves
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", help="experiment (ablation) name; default: the one holding the newest sweep"
     )
-    parser.add_argument("--sweep", help="sweep id (tag lth_ray.sweep); default: the newest sweep")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        help="sweep id (tag lth_ray.sweep); repeat it to report a study run in parts as one;"
+        " default: the newest sweep",
+    )
+    parser.add_argument(
+        "--all-sweeps",
+        action="store_true",
+        help="with --experiment: every sweep of the experiment, as one study",
+    )
+    parser.add_argument(
+        "--no-masks", action="store_true", help="skip the mask profiles and overlaps (artifacts)"
+    )
     parser.add_argument("--out", help="output folder (default: reports/<sweep>/)")
     parser.add_argument(
         "--hue",
@@ -134,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     propagate, logger.propagate = logger.propagate, False
     try:
         report = build_report(
-            args.tracking_uri, args.experiment, args.sweep, args.out, hue=args.hue
+            args.tracking_uri,
+            args.experiment,
+            args.sweep,
+            args.out,
+            hue=args.hue,
+            every_sweep=args.all_sweeps,
+            masks=not args.no_masks,
         )
     except ReportError as e:
         print(f"lth_ray.report: error: {e}", file=sys.stderr)

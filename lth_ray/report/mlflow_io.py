@@ -326,33 +326,95 @@ def read_metrics(
 
 @dataclass
 class SweepData:
-    ref: SweepRef
+    ref: SweepRef  # the first (newest, or first named) sweep
     trials: pd.DataFrame
     warnings: list[str]
     reader: str
+    refs: list[SweepRef] = field(default_factory=list)  # every sweep in the report
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # long per-evaluation metrics
+    load_masks: Callable[[str, int], dict | None] | None = None  # (run id, round) -> masks
+
+
+def all_sweeps(client, experiment: str) -> list[str]:
+    """Every sweep id of an experiment, oldest first (a study run in parts)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ReportError(f"experiment '{experiment}' not found")
+    parents = _search_all(
+        client,
+        [exp.experiment_id],
+        _tag_filter(schema.TAG_ROLE, schema.ROLE_SWEEP),
+        order_by=["attributes.start_time ASC"],
+    )
+    return list(dict.fromkeys(p.data.tags.get(schema.TAG_SWEEP, "") for p in parents))
+
+
+def mask_loader(client) -> Callable[[str, int], dict | None]:
+    """Reads a trial's `masks/round_XX.pt` artifact (None when it is missing)."""
+    import tempfile
+
+    import torch
+
+    def load(run_id: str, round_index: int) -> dict | None:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                path = client.download_artifacts(
+                    run_id, f"masks/round_{round_index:02d}.pt", folder
+                )
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a missing artifact or an unreadable file: reported as missing
+            return None
+
+    return load
 
 
 def load_sweep(
     tracking_uri: str | None,
     experiment: str | None = None,
-    sweep: str | None = None,
+    sweep: str | list[str] | None = None,
     transport: Transport | None = None,
+    every_sweep: bool = False,
 ) -> SweepData:
-    """Locate the sweep and return its tidy trial x round table."""
+    """Locate the sweep(s) and return the tidy trial x round table of all their trials.
+
+    Several sweeps (a list, or `every_sweep` of the experiment) are reported as one study run in
+    parts; the table's `sweep` column says where each trial came from.
+    """
     from mlflow.exceptions import MlflowException
+
+    from lth_ray.report.curves import CURVE_KEYS
 
     uri = resolve_tracking_uri(tracking_uri)
     warnings: list[str] = []
     try:
         client = open_client(uri)
-        ref = find_sweep(client, experiment, sweep)
-        runs = trial_runs(client, ref)
+        if every_sweep:
+            if experiment is None:
+                raise ReportError("reporting every sweep needs --experiment")
+            names: list[str | None] = list(all_sweeps(client, experiment))
+        else:
+            names = list(sweep) if isinstance(sweep, list) and sweep else [sweep or None]
+        refs = [find_sweep(client, experiment, name) for name in names]
+        runs = [run for ref in refs for run in trial_runs(client, ref)]
         if not runs:
+            which = ", ".join(f"'{r.sweep_id}'" for r in refs)
             raise ReportError(
-                f"sweep '{ref.sweep_id}' in experiment '{ref.experiment_name}' has no trial runs"
+                f"sweep {which} in experiment '{refs[0].experiment_name}' has no trial runs"
             )
-        metrics, reader = read_metrics(uri, client, runs, schema.ROUND_METRICS, warnings, transport)
+        keys = (*schema.ROUND_METRICS, *CURVE_KEYS)
+        metrics, reader = read_metrics(uri, client, runs, keys, warnings, transport)
     except MlflowException as e:
         raise ReportError(f"MLflow at {uri}: {e.message}") from e
-    table = tidy_trials(runs, metrics, ref.sweep_id, ref.experiment_name, warnings)
-    return SweepData(ref, table, warnings, getattr(reader, "name", "none"))
+    sweep_label = "+".join(r.sweep_id for r in refs)
+    curves = metrics[metrics["key"].isin(CURVE_KEYS)]
+    rounds = metrics[~metrics["key"].isin(CURVE_KEYS)]
+    table = tidy_trials(runs, rounds, sweep_label, refs[0].experiment_name, warnings)
+    return SweepData(
+        refs[0],
+        table,
+        warnings,
+        getattr(reader, "name", "none"),
+        refs=refs,
+        curves=curves,
+        load_masks=mask_loader(client),
+    )

@@ -65,6 +65,7 @@ def summary_markdown(
     meta: dict,
     warnings: list[str],
     figures: list[str],
+    verdict: list[str] | None = None,
 ) -> str:
     per_trial = trials.drop_duplicates("trial")
     n_inc = int((per_trial["status"] != COMPLETE).sum())
@@ -74,6 +75,17 @@ def summary_markdown(
         f"Experiment `{meta['experiment']}` · {len(per_trial)} trials "
         f"({len(per_trial) - n_inc} complete, {n_inc} incomplete) · metrics read via {meta['reader']}.",
         "",
+        *(
+            [
+                "## Verdict",
+                "",
+                *verdict,
+                "Details: comparisons.csv (one row per comparison and level).",
+                "",
+            ]
+            if verdict
+            else []
+        ),
         "Test accuracy of the early-stopped weights (minimum validation loss), in %. "
         "95% CI: t-interval across seeds, mean ± t(0.975, n−1)·s/√n, complete trials only. "
         "*Matches dense*: sparsest level of the unbroken run of levels from round 1 whose mean "

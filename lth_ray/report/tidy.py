@@ -140,6 +140,7 @@ def tidy_trials(
         records.append(
             {
                 "run_id": r.run_id,
+                "sweep": t.get(schema.TAG_SWEEP) or sweep,
                 "trial": t.get(schema.TAG_TRIAL) or r.run_id,
                 "criterion": t.get(schema.TAG_CRITERION, "?"),
                 "seed": _int(t.get(schema.TAG_SEED)),
@@ -177,7 +178,7 @@ def tidy_trials(
     )
     wide.columns.name = None
     table = meta.merge(wide, on="run_id", how="left")  # runs without rounds keep one NA row
-    table["sweep"], table["experiment"] = sweep, experiment
+    table["experiment"] = experiment  # `sweep` comes from each run: a report may join sweeps
     for col in COLUMNS:
         if col not in table:
             table[col] = float("nan")

@@ -79,6 +79,17 @@ def test_smoke_sweep_with_a_killed_trial(workdir, monkeypatch):
     # the report ran at the end and is attached to the parent run
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/trials.csv", "report/accuracy_vs_weights.png"} <= report
+    # the study's questions: paired comparisons, learning curves, what the masks look like
+    assert {
+        "report/comparisons.csv",
+        "report/diff_ticket_vs_controls.png",
+        "report/learning_curves.png",
+        "report/mask_profile.png",
+        "report/mask_overlap.png",
+        "report/mask_overlap.csv",
+    } <= report, sorted(report)
+    summary = Path(client.download_artifacts(parent.info.run_id, "report/summary.md", str(workdir)))
+    assert "## Verdict" in summary.read_text()
     for run in kids:
         tags = run.data.tags
         t = trials[tags[schema.TAG_TRIAL]]

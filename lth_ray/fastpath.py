@@ -259,7 +259,7 @@ def train_fast(
     spec: TrainSpec,
     steps: tuple[int, str],
     generator: torch.Generator,
-    rewind_at: tuple[int, str] | None = None,
+    rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
     options: FastPathOptions | None = None,
 ) -> TrainResult:
     """`train.train` with the step as a `StepProgram`: same data order, same records, one sync per epoch.

@@ -18,6 +18,7 @@ can amplify into small differences of the reported accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,10 +248,56 @@ class LotteryTrial:
         if cfg.prune.control != "none" and r > 0:
             ticket_acc = self._test(ticket.best)[1]
             reported = self._train_branch(r, cfg.prune.control, steps)
+        return self._finish_round(r, ticket, reported, skipped, pruned, ticket_acc)
 
-        if r == 0:
+    # -- shared work: a dense round 0 computed once per trunk, a ticket's masks for its controls --
+    def train_trunk(self, rewind_points: list[tuple[int, str]]) -> TrainResult:
+        """Round 0's training alone (the state is untouched), capturing every rewind point the
+        trials that share it need: what a shared trunk unit computes once for all of them."""
+        steps = round_steps(self.cfg, 0, len(self.data.train_x))
+        return self._train_branch(0, "ticket", steps, rewind_at=rewind_points)
+
+    def start_from_trunk(self, trunk: TrainResult) -> dict[str, Any]:
+        """Round 0 from a shared trunk: the same record and state as training it here."""
+        if self.state.rounds_done:
+            raise ValueError("a trunk starts a trial at round 0")
+        own = trunk.rewinds.get(self.rewind_point) if self.rewind_point is not None else None
+        if self.rewind_point is not None and own is None:
+            raise ValueError(f"the trunk did not capture rewind point {self.cfg.prune.rewind!r}")
+        ticket = dataclasses.replace(trunk, rewind=own)
+        return self._finish_round(0, ticket, ticket, False, 0, None)
+
+    def run_control_round(self, masks: Masks, ticket_record: dict[str, Any]) -> dict[str, Any]:
+        """A control's level from its ticket's mask at that level (the ticket trained elsewhere):
+        the same record as a control trial that trains the ticket itself."""
+        s, r = self.state, self.state.rounds_done
+        if self.cfg.prune.control == "none" or r == 0:
+            raise ValueError("run_control_round is for the pruned rounds of a control trial")
+        s.masks = {k: v.cpu() for k, v in masks.items()}
+        steps = round_steps(self.cfg, r, len(self.data.train_x))
+        reported = self._train_branch(r, self.cfg.prune.control, steps)
+        return self._finish_round(
+            r,
+            None,
+            reported,
+            bool(ticket_record["skipped"]),
+            int(ticket_record["pruned"]),
+            ticket_record["test_acc"],
+        )
+
+    def _finish_round(
+        self,
+        r: int,
+        ticket: TrainResult | None,
+        reported: TrainResult,
+        skipped: bool,
+        pruned: int,
+        ticket_acc: float | None,
+    ) -> dict[str, Any]:
+        s, cfg = self.state, self.cfg
+        if r == 0 and ticket is not None:
             s.rewind = _cpu(ticket.rewind)
-        if r == 0 or cfg.prune.schedule == "iterative":
+        if ticket is not None and (r == 0 or cfg.prune.schedule == "iterative"):
             s.score_best, s.score_final = _cpu(ticket.best), _cpu(ticket.final)
         # usually the same weights as score_final: share them (the checkpoint then stores them once)
         same = reported is ticket and (r == 0 or cfg.prune.schedule == "iterative")
@@ -321,7 +368,13 @@ class LotteryTrial:
             return self.state.masks
         return random_like(self.state.masks, self.names, generator(*self._draw(r, branch), "mask"))
 
-    def _train_branch(self, r: int, branch: str, steps: tuple[int, str]) -> TrainResult:
+    def _train_branch(
+        self,
+        r: int,
+        branch: str,
+        steps: tuple[int, str],
+        rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
+    ) -> TrainResult:
         self.model.load_state_dict(self._start_weights(r, branch))
         masks = {k: v.to(self.device) for k, v in self._branch_masks(r, branch).items()}
         apply_masks(self.model, masks)
@@ -333,7 +386,9 @@ class LotteryTrial:
             self.cfg.train,
             steps,
             generator(seed, "data", *rest),
-            rewind_at=self.rewind_point if r == 0 else None,
+            rewind_at=rewind_at
+            if rewind_at is not None
+            else (self.rewind_point if r == 0 else None),
             step_factory=self.step_factory,
         )
 

@@ -43,12 +43,13 @@ class EpochStats:
 class TrainResult:
     best: StateDict  # weights at minimum validation loss (earliest epoch on ties)
     final: StateDict  # weights after the last step
-    rewind: StateDict | None  # weights at the requested rewind point, if any
+    rewind: StateDict | None  # weights at the (first) requested rewind point, if any
     best_epoch: int  # 1-based epoch of minimum validation loss
     best_iteration: int
     best_val_loss: float
     best_val_acc: float
     curve: list[EpochStats] = field(default_factory=list)
+    rewinds: dict[tuple[int, str], StateDict] = field(default_factory=dict)  # every requested point
     seconds: float = 0.0  # wall time of the training steps (validation excluded)
     images: int = 0  # training images processed
 
@@ -265,9 +266,12 @@ def run_epochs(
     spec: TrainSpec,
     steps: tuple[int, str],
     generator: torch.Generator,
-    rewind_at: tuple[int, str] | None = None,
+    rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
 ) -> TrainResult:
     """The epoch loop shared by the plain and the fast path: data order, budget, validation, best/final/rewind.
+
+    `rewind_at` is one rewind point or several (a shared dense round 0 captures every point its
+    branches need); snapshots do not change the training.
 
     `program` trains one batch at a time (`start_epoch(perm)`, `run_batch(b)`, `epoch_sums()`,
     `snapshot()`). Validation runs every `spec.eval_every` steps and at the end of training (the
@@ -280,8 +284,15 @@ def run_epochs(
     per_epoch = batches_per_epoch(n, spec)
     total_iters = steps_to_iterations(steps, per_epoch)
     eval_iters = steps_to_iterations(parse_steps(spec.eval_every), per_epoch)
-    rewind_iter = None if rewind_at is None else steps_to_iterations(rewind_at, per_epoch)
-    rewind = program.snapshot() if rewind_iter == 0 else None
+    points = (
+        []
+        if rewind_at is None
+        else [rewind_at]
+        if isinstance(rewind_at, tuple)
+        else list(rewind_at)
+    )
+    at = {p: steps_to_iterations(p, per_epoch) for p in points}
+    rewinds = {p: program.snapshot() for p, i in at.items() if i == 0}
 
     best: StateDict | None = None
     best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
@@ -299,8 +310,10 @@ def run_epochs(
                 break
             window += program.run_batch(b)
             it += 1
-            if rewind_iter is not None and it == rewind_iter:
-                rewind = program.snapshot()
+            due = [p for p, i in at.items() if i == it]
+            if due:
+                snapshot = program.snapshot()
+                rewinds.update(dict.fromkeys(due, snapshot))
             if it % eval_iters and it != total_iters:
                 continue
             sums = program.epoch_sums()
@@ -325,7 +338,8 @@ def run_epochs(
     return TrainResult(
         best=best if best is not None else final,
         final=final,
-        rewind=rewind,
+        rewind=rewinds.get(points[0]) if points else None,
+        rewinds=rewinds,
         best_epoch=best_epoch,
         best_iteration=best_iter,
         best_val_loss=best_loss,
@@ -343,7 +357,7 @@ def train(
     spec: TrainSpec,
     steps: tuple[int, str],
     generator: torch.Generator,
-    rewind_at: tuple[int, str] | None = None,
+    rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
     step_factory: StepFactory | None = None,
 ) -> TrainResult:
     """Train `model` in place under `masks` for `steps` ('ep' or 'it'); data order from `generator`."""

@@ -366,3 +366,44 @@ def test_a_rewind_point_past_round_zero_in_other_units_is_refused(data):
     short = with_changes(tiny_trial(rounds=1, rewind="2ep"), **{"train.retrain": "16it"})
     with pytest.raises(ValueError, match="leaves no training"):
         LotteryTrial(short, data)
+
+
+TIMING = {"train_seconds", "images_per_s"}
+
+
+def _same_records(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in TIMING} == {
+            k: v for k, v in rb.items() if k not in TIMING
+        }
+
+
+def test_a_shared_trunk_and_shared_ticket_masks_change_no_number(data, one_thread):
+    """Round 0 trained once by a trunk (for another criterion, capturing several rewind points)
+    and a control fed its ticket's masks give exactly the records of trials that compute all."""
+    cfg = tiny_trial(rounds=2, rewind="1ep")
+    alone = LotteryTrial(cfg, data)
+    alone.run()
+    trunk_owner = LotteryTrial(with_changes(cfg, **{"prune.criterion": "random"}), data)
+    trunk = trunk_owner.train_trunk([(1, "ep"), (3, "it")])
+    assert set(trunk.rewinds) == {(1, "ep"), (3, "it")}
+    shared = LotteryTrial(cfg, data)
+    shared.start_from_trunk(trunk)
+    shared.run()
+    _same_records(alone.state.history, shared.state.history)
+    for k, v in alone.state.masks.items():
+        assert torch.equal(v, shared.state.masks[k])
+
+    control_cfg = with_changes(cfg, **{"prune.control": "reinit"})
+    control_alone = LotteryTrial(control_cfg, data)
+    control_alone.run()
+    masks_by_level, ticket = [], LotteryTrial(cfg, data)
+    ticket.run(
+        lambda rec, t: masks_by_level.append({k: v.clone() for k, v in t.state.masks.items()})
+    )
+    control = LotteryTrial(control_cfg, data)
+    control.start_from_trunk(trunk)
+    for r in (1, 2):
+        control.run_control_round(masks_by_level[r], ticket.state.history[r])
+    _same_records(control_alone.state.history, control.state.history)

@@ -32,6 +32,7 @@ class TrialConfigError(RuntimeError):
 
 
 CONFIG_ERROR_KEY = "config_error"  # the result key a trainable reports such an error under
+UNIT_DONE_KEY = "unit_done"  # the result of a shared unit that is not a trial (a trunk)
 
 
 class SweepProgress(tune.Callback):
@@ -86,6 +87,12 @@ class SweepProgress(tune.Callback):
         if CONFIG_ERROR_KEY in result:  # raised at the step's end (Tune wraps errors raised here)
             self.config_error = self.config_error or f"trial {name}: {result[CONFIG_ERROR_KEY]}"
             return
+        if UNIT_DONE_KEY in result:
+            self.write(
+                f"{self._prefix()} {name} done: round 0 of {int(result.get('shared_by', 0))}"
+                f" trials, trained once ({result.get('unit_seconds', 0.0):.1f} s)"
+            )
+            return
         rounds = int(result.get("rounds_done", 0))
         if rounds <= self.rounds_done.get(name, 0):  # a restarted trial re-reporting a known round
             if rounds >= self.rounds_per_trial.get(name, rounds + 1):
@@ -106,7 +113,8 @@ class SweepProgress(tune.Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.finished.add(str(trial))
+        if str(trial) in self.rounds_per_trial:  # shared units are not trials
+            self.finished.add(str(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         name = str(trial)

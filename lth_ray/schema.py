@@ -23,6 +23,9 @@ TAG_CONTROL_INDEX = "control_index"  # which of a ticket's repeated controls (0 
 TAG_STEPS_UNIT = (
     "lth_ray.steps_unit"  # "it" when the trial counts training or evaluation in iterations
 )
+TAG_ROUND0_UNIT = "lth_ray.round0_unit"  # the shared trunk unit round 0 was computed by
+TAG_MASKS_FROM = "lth_ray.masks_from"  # a control's ticket, whose per-level masks it trained from
+TAG_PLAN = "lth_ray.plan"  # on the parent run: the plan's size (units by kind, planned epochs)
 MLFLOW_PARENT = "mlflow.parentRunId"
 
 # Tags naming the trial's place in the grid (plain names so the MLflow UI can filter by them).

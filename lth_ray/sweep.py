@@ -21,16 +21,17 @@ os.environ.setdefault(
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"
 )  # no per-trial CSV/TensorBoard files
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 # MLflow's usage telemetry: nothing to send from a sweep (and its client thread raced in trials)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from lth_ray import schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import load_ablation  # noqa: E402
 from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
+from lth_ray.plan import Plan, PlanSearcher, publishes_masks  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
@@ -39,6 +40,7 @@ from lth_ray.tracking import (  # noqa: E402
     resolve_tracking_uri,
     rounds_done,
     set_sweep_status,
+    set_sweep_tags,
 )
 
 log = logging.getLogger("lth_ray.sweep")
@@ -84,7 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep"
     )
     ap.add_argument("--sweep-id", help="with --resume: which sweep; otherwise: name the new sweep")
-    ap.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="print the plan's size and the trials, and exit"
+    )
+    ap.add_argument(
+        "--no-share",
+        action="store_true",
+        help="every trial computes everything itself (its own dense round 0, a control its ticket's"
+        " trajectory) instead of sharing that work: the same numbers, more epochs",
+    )
     ap.add_argument("--no-report", action="store_true", help="skip the report at the end")
     ap.add_argument(
         "--mps",
@@ -215,6 +225,12 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
     )
 
 
+def unit_name(trial) -> str:
+    """A Tune trial's name: the trial key, or the shared unit's id."""
+    config = trial.config
+    return config.get("unit_id") or config["trial"]["key"]
+
+
 def run_report(ctx: SweepContext) -> None:
     try:
         from lth_ray.report import build_report
@@ -260,8 +276,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    from lth_ray.plan import build_plan
+
+    plan = build_plan(trials, share=not args.no_share)
     if args.dry_run:
         print(sweep_size(spec, trials))
+        print(plan.summary())
         print(trial_table(trials))
         return EXIT_OK
 
@@ -289,11 +309,21 @@ def run_sweep(args: argparse.Namespace) -> int:
         ctx = prepare_sweep(
             tracking_uri, spec.name, sweep_id, spec.description, spec.to_dict(), len(trials)
         )
+        set_sweep_tags(
+            ctx,
+            {f"{schema.TAG_PLAN}.units.{k}": str(n) for k, n in plan.counts().items()}
+            | {
+                f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
+                f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
+                f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
+            },
+        )
     print(
         f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"
     )
+    print(plan.summary())
     try:
-        return run_tune(args, spec, trials, ctx, tracking_uri)
+        return run_tune(args, spec, trials, ctx, tracking_uri, plan)
     except BaseException as e:  # the parent run must not stay RUNNING after a crash or Ctrl-C
         if not isinstance(e, KeyboardInterrupt):
             set_sweep_status(ctx, "FAILED", **{"lth_ray.state": f"error: {type(e).__name__}"})
@@ -306,8 +336,12 @@ def run_tune(
     trials: list[TrialConfig],
     ctx: SweepContext,
     tracking_uri: str,
+    plan: Plan,
 ) -> int:
     """Ray and Tune: run (or resume) the trials, then set the sweep's status and write the report."""
+    # Units arrive from a searcher; Tune's default for searchers keeps one trial pending at a time,
+    # which starts short units one by one. Let every runnable unit queue for a slot.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, len(plan.units))))
     import ray
     from ray import tune
 
@@ -368,19 +402,27 @@ def run_tune(
             pass
         set_sweep_status(ctx, "RUNNING")
     else:
+        static = {
+            "ctx": ctx.to_dict(),
+            "threads": threads,
+            "state_root": f"{exp_path}/trial_state",
+            "units_root": f"{exp_path}/units" if plan.shared else None,
+        }
+        publishers = publishes_masks(plan)
+        units = [
+            dataclasses.replace(u, config={**u.config, "publish_masks": u.id in publishers})
+            for u in plan.units
+        ]
+        plan = dataclasses.replace(plan, units=units)
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                "trial": tune.grid_search([t.to_dict() for t in trials]),
-                "ctx": ctx.to_dict(),
-                "threads": threads,
-                "state_root": f"{exp_path}/trial_state",
-            },
             tune_config=tune.TuneConfig(
+                search_alg=PlanSearcher(plan, static),
+                num_samples=len(plan.units),
                 max_concurrent_trials=spec.tune.max_concurrent or None,
                 reuse_actors=spec.tune.reuse_actors,
-                trial_name_creator=lambda t: t.config["trial"]["key"],
-                trial_dirname_creator=lambda t: t.config["trial"]["key"],
+                trial_name_creator=unit_name,
+                trial_dirname_creator=unit_name,
             ),
             run_config=run_config,
         )
@@ -405,6 +447,8 @@ def run_tune(
     complete = 0
     if results is not None:
         for r in results:
+            if (r.config or {}).get("unit") == "trunk":
+                continue
             m = r.metrics or {}
             complete += int(
                 r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2)
@@ -427,7 +471,10 @@ def run_tune(
     set_sweep_status(ctx, "FINISHED", **{"lth_ray.state": "complete"})
     if not args.no_report:
         run_report(ctx)
-    print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}")
+    print(
+        f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri}, then open "
+        f"http://127.0.0.1:5000/#/experiments/{ctx.experiment_id}/runs?workflowType=machine_learning"
+    )
     return EXIT_OK
 
 

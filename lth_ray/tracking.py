@@ -31,6 +31,17 @@ T = TypeVar("T")
 
 MAX_PARAM_LEN = 6000
 
+# The experiment's kind in MLflow 3: "custom_model_development" is model training (runs table,
+# charts), "genai_development" is GenAI (traces, sessions); "..._inferred" and "no_inferred_type" are
+# the UI's own guesses. UIs without the sidebar's GenAI / Model training switch open an experiment in
+# the view its kind names; newer ones (3.17) follow the switch, and the tag still records the kind.
+# A sweep sets the training kind when the tag is missing or only a guess, never over a chosen kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+UNSET_EXPERIMENT_KINDS = frozenset(
+    {"", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred"}
+)
+
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's default `sqlite:///mlflow.db` here.
@@ -103,14 +114,28 @@ def prepare_sweep(
     params: dict[str, Any],
     n_trials: int,
 ) -> SweepContext:
-    """Create the store (schema), experiment and parent run, in the driver, before any trial."""
+    """Create the store (schema), experiment and parent run, in the driver, before any trial.
+
+    The experiment is marked as model training (EXPERIMENT_KIND_TAG) unless it already has a kind
+    that someone chose."""
     client = MlflowClient(tracking_uri)
     exp = retry(lambda: client.get_experiment_by_name(ablation), "get experiment")
-    exp_id = (
-        exp.experiment_id
-        if exp
-        else retry(lambda: client.create_experiment(ablation), "create experiment")
-    )
+    if exp is None:
+        exp_id = retry(
+            lambda: client.create_experiment(
+                ablation, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING}
+            ),
+            "create experiment",
+        )
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND_TAG, "") in UNSET_EXPERIMENT_KINDS:
+            retry(
+                lambda: client.set_experiment_tag(
+                    exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING
+                ),
+                "tag experiment kind",
+            )
     tags = {
         schema.TAG_ROLE: schema.ROLE_SWEEP,
         schema.TAG_SWEEP: sweep_id,
@@ -162,6 +187,12 @@ def rounds_done(ctx: SweepContext) -> dict[str, int]:
         r.data.tags[schema.TAG_TRIAL]: int(r.data.tags.get(schema.TAG_ROUNDS_DONE, "0"))
         for r in runs
     }
+
+
+def set_sweep_tags(ctx: SweepContext, tags: dict[str, str]) -> None:
+    client = MlflowClient(ctx.tracking_uri)
+    for k, v in tags.items():
+        retry(lambda k=k, v=v: client.set_tag(ctx.parent_run_id, k, v), "tag sweep")
 
 
 def set_sweep_status(ctx: SweepContext, status: str, **tags: str) -> None:

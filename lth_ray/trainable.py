@@ -10,6 +10,7 @@ of raising it, so the sweep stops at once rather than retrying it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -26,9 +27,10 @@ from lth_ray.config.load import trial_from_dict
 from lth_ray.data import DatasetError, load_dataset
 from lth_ray.energy import EnergyMeter
 from lth_ray.lottery import LotteryTrial
-from lth_ray.progress import CONFIG_ERROR_KEY
+from lth_ray.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
 from lth_ray.tracking import SweepContext, TrialRun
-from lth_ray.trial_store import TrialStore
+from lth_ray.train import TrainResult
+from lth_ray.trial_store import Store, TrialStore
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -63,9 +65,85 @@ def log_masks(run: TrialRun, trial: LotteryTrial) -> None:
         run.log_artifacts(folder, "masks")
 
 
+def _cpu(state: dict | None) -> dict | None:
+    return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
+
+
+def save_trunk(units: Store, unit_id: str, result: TrainResult) -> None:
+    """A trunk's round-0 training result, on the CPU, for every trial that starts from it."""
+    units.save(
+        f"{unit_id}.pt",
+        dataclasses.replace(
+            result,
+            best=_cpu(result.best),
+            final=_cpu(result.final),
+            rewind=_cpu(result.rewind),
+            rewinds={k: _cpu(v) for k, v in result.rewinds.items()},
+        ),
+    )
+
+
+def trunk_unit(config: dict[str, Any]) -> None:
+    """Train a dense round 0 once (every rewind point its trials need) and hand it on."""
+    torch.set_num_threads(int(config.get("threads", 1)))
+    unit_id = config["unit_id"]
+    units = Store(config["units_root"])
+    if not units.exists(f"{unit_id}.pt"):
+        try:
+            cfg = trial_from_dict(config["trial"])
+            trial = LotteryTrial(cfg, load_dataset(cfg.dataset))
+        except (ValueError, DatasetError) as e:
+            tune.report({CONFIG_ERROR_KEY: f"{type(e).__name__}: {e}"})
+            return
+        maybe_inject_fault(unit_id, 0)
+        t0 = time.perf_counter()
+        result = trial.train_trunk([tuple(r) for r in config.get("rewinds", [])])
+        save_trunk(units, unit_id, result)
+        seconds = time.perf_counter() - t0
+    else:
+        seconds = 0.0
+    tune.report(
+        {UNIT_DONE_KEY: 1, "unit_seconds": seconds, "shared_by": config.get("shared_by", 0)}
+    )
+
+
+def publish_level(units: Store, key: str, trial: LotteryTrial) -> None:
+    """A ticket's mask and record at its newest level, for the controls that train from it."""
+    r = trial.state.rounds_done - 1
+    units.save(
+        f"{key}/round_{r:02d}.pt",
+        {
+            "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
+            "record": trial.state.history[-1],
+        },
+    )
+
+
+def next_round(trial: LotteryTrial, config: dict[str, Any], units: Store | None) -> dict[str, Any]:
+    """The trial's next round: from its trunk (round 0, shared), from its ticket's mask (a control's
+    level, shared), or computed here (sharing off, or work no other unit does)."""
+    r = trial.state.rounds_done
+    if units is not None and r == 0 and config.get("trunk"):
+        trunk = units.load(f"{config['trunk']}.pt")
+        if trunk is None:
+            raise RuntimeError(f"trunk {config['trunk']} is not in the sweep's storage")
+        return trial.start_from_trunk(trunk)
+    if units is not None and r > 0 and config.get("masks_from"):
+        level = units.load(f"{config['masks_from']}/round_{r:02d}.pt")
+        if level is None:
+            raise RuntimeError(f"ticket {config['masks_from']} has no level {r} in storage")
+        return trial.run_control_round(level["masks"], level["record"])
+    return trial.run_round()
+
+
 def lottery_trainable(config: dict[str, Any]) -> None:
+    if config.get("unit") == "trunk":
+        trunk_unit(config)
+        return
     torch.set_num_threads(int(config.get("threads", 1)))
     ctx = SweepContext(**config["ctx"])
+    units = Store(config["units_root"]) if config.get("units_root") else None
+    publish = bool(config.get("publish_masks"))
     try:
         cfg = trial_from_dict(config["trial"])
         key = trial_key(cfg)
@@ -107,14 +185,20 @@ def lottery_trainable(config: dict[str, Any]) -> None:
         while not trial.done:
             maybe_inject_fault(key, trial.state.rounds_done)
             t0 = time.perf_counter()
-            record = trial.run_round()
+            record = next_round(trial, config, units)
             t_round = time.perf_counter()
             record["round_seconds"] = t_round - t0
+            if publish and units is not None:  # before the state: a restart never skips it
+                publish_level(units, key, trial)
             energy = energy_before + (meter.wh() or 0.0)
             store.save(
                 {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy}
             )
             curve = trial.state.curves[-1]
+            if record["round"] == 0 and config.get("trunk") and units is not None:
+                run.set_tags({schema.TAG_ROUND0_UNIT: config["trunk"]})
+            if record["round"] > 0 and config.get("masks_from") and units is not None:
+                run.set_tags({schema.TAG_MASKS_FROM: config["masks_from"]})
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
             log_masks(run, trial)

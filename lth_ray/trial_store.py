@@ -1,9 +1,11 @@
-"""A trial's resumable state in the sweep's storage (a folder, or s3://... on a cluster).
+"""Files a sweep keeps in its storage (a folder, or s3://... on a cluster), not on one node's disk.
 
-The trial writes it itself after every finished round, before the round goes to MLflow, so a trial
-restarted for any reason (a retried fault, a killed or interrupted driver followed by `--resume`)
-continues after the newest round it finished, and a round in MLflow is never trained again. It lives
-in the sweep's storage, not on one node's disk, so a trial can continue on another node.
+- a trial's resumable state, written by the trial itself after every finished round, before the
+  round goes to MLflow: a trial restarted for any reason (a retried fault, a killed or interrupted
+  driver followed by `--resume`) continues after the newest round it finished, and a round in MLflow
+  is never trained again;
+- what shared units hand on: a trunk's dense round 0 (`units/<trunk>.pt`) and a ticket's mask and
+  record at every level (`units/<ticket>/round_XX.pt`) for its controls.
 """
 
 from __future__ import annotations
@@ -16,28 +18,48 @@ import pyarrow.fs as pafs
 import torch
 
 
-class TrialStore:
-    def __init__(self, root: str, key: str) -> None:
+class Store:
+    """torch.save / torch.load of named objects under one root folder or URI."""
+
+    def __init__(self, root: str) -> None:
         if "://" in root:
             self.fs, base = pafs.FileSystem.from_uri(root)
         else:
             self.fs, base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
-        self.folder = base.rstrip("/")
-        self.path = f"{self.folder}/{key}.pt"
+        self.root = base.rstrip("/")
 
-    def load(self) -> dict[str, Any] | None:
-        if self.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
+
+    def load(self, name: str) -> Any | None:
+        if not self.exists(name):
             return None
-        with self.fs.open_input_stream(self.path) as f:
+        with self.fs.open_input_stream(self.path(name)) as f:
             data = f.read()
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
-    def save(self, state: dict[str, Any]) -> None:
-        """Write to a temporary name, then rename: a reader sees the old state or the new one."""
+    def save(self, name: str, obj: Any) -> None:
+        """Write to a temporary name, then rename: a reader sees the old object or the new one."""
         buffer = io.BytesIO()
-        torch.save(state, buffer)
-        self.fs.create_dir(self.folder, recursive=True)
-        tmp = self.path + ".partial"
-        with self.fs.open_output_stream(tmp) as f:
+        torch.save(obj, buffer)
+        path = self.path(name)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(path + ".partial") as f:
             f.write(buffer.getvalue())
-        self.fs.move(tmp, self.path)
+        self.fs.move(path + ".partial", path)
+
+
+class TrialStore:
+    """One trial's resumable state."""
+
+    def __init__(self, root: str, key: str) -> None:
+        self.store, self.name = Store(root), f"{key}.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        return self.store.load(self.name)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.store.save(self.name, state)

@@ -1,0 +1,136 @@
+"""The plan: shared units, their dependencies and epochs; sharing changes no number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from ray.tune.search import Searcher
+
+from lth_ray import schema, sweep
+from lth_ray.config.grid import expand_trials
+from lth_ray.config.load import load_ablation
+from lth_ray.plan import PlanSearcher, Unit, build_plan, trunk_key
+from tests.test_sweep import SMOKE, children, workdir  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_criteria_conv4_plan_shares_round_zero_and_tickets():
+    plan = build_plan(expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml")))
+    assert plan.unshared_epochs == 63_120
+    assert plan.epochs <= 45_200
+    assert plan.counts() == {"trunk": 5, "ticket": 40, "one_shot": 40, "control": 40}
+    units = {u.id: u for u in plan.units}
+    control = next(u for u in plan.units if u.kind == "control")
+    trunk, ticket = control.deps
+    assert units[trunk].kind == "trunk" and units[ticket].kind == "ticket"
+    assert (
+        units[ticket].config["trial"]["prune"]["criterion"]
+        == control.config["trial"]["prune"]["criterion"]
+    )
+    assert control.config["masks_from"] == ticket
+    unshared = build_plan(
+        expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml")), share=False
+    )
+    assert unshared.epochs == unshared.unshared_epochs == 63_120
+    assert all(not u.deps for u in unshared.units)
+
+
+def test_a_trunk_captures_every_rewind_point_of_its_trials():
+    plan = build_plan(expand_trials(load_ablation(ROOT / "ablations" / "rewind_conv4.yaml")))
+    trunks = [u for u in plan.units if u.kind == "trunk"]
+    assert len(trunks) == 5  # one per seed: criterion and rewind point do not change round 0
+    assert all(u.config["rewinds"] == [[1, "ep"], [2, "ep"]] for u in trunks)
+    assert all(u.config["shared_by"] == 6 for u in trunks)
+
+
+def test_trunks_follow_what_round_zero_depends_on():
+    spec = load_ablation(ROOT / "ablations" / "frankle_carbin_conv.yaml")
+    trials = expand_trials(spec)
+    assert len({trunk_key(t) for t in trials}) == 15  # 3 nets x 5 seeds
+    plan = build_plan(trials)
+    assert plan.epochs < plan.unshared_epochs
+
+
+def test_the_searcher_releases_units_when_their_dependencies_are_done():
+    units = [
+        Unit("trunk", "trunk", {"unit": "trunk"}),
+        Unit("ticket", "ticket", {"unit": "trial"}, ("trunk",)),
+        Unit("control", "control", {"unit": "trial"}, ("trunk", "ticket")),
+        Unit("other", "ticket", {"unit": "trial"}, ("trunk",)),
+    ]
+    from lth_ray.plan import Plan
+
+    s = PlanSearcher(Plan(units, True, 0.0), {"static": 1})
+    assert s.suggest("t1")["unit"] == "trunk"
+    assert s.suggest("t2") is None  # everything else waits for the trunk
+    s.on_trial_complete("t1")
+    assert s.suggest("t3") is not None and s.suggest("t4") is not None  # ticket and other
+    assert s.suggest("t5") is None
+    s.on_trial_complete("t3", error=True)  # the ticket failed for good: its control never starts
+    s.on_trial_complete("t4")
+    assert s.suggest("t6") == Searcher.FINISHED
+    state = s.get_state()
+    again = PlanSearcher(Plan(units, True, 0.0), {})
+    again.set_state(state)
+    assert again.failed == {"ticket"} and again.done == {"trunk", "other"}
+
+
+def _per_round(client: MlflowClient, experiment: str, sweep_id: str) -> dict[str, dict]:
+    """trial key -> {metric: [values by round]} of a sweep, timing metrics left out."""
+    _, kids = children(client, experiment)
+    out = {}
+    for run in kids:
+        if run.data.tags[schema.TAG_SWEEP] != sweep_id:
+            continue
+        metrics = {}
+        for key in schema.ROUND_METRICS + ("ticket_test_acc",):
+            if key in ("train_seconds", "images_per_s"):
+                continue
+            history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+            if history:
+                metrics[key] = [(m.step, m.value) for m in history]
+        out[run.data.tags[schema.TAG_TRIAL]] = metrics
+    return out
+
+
+def _both_ways(args: list[str], workdir: Path, experiment: str) -> None:  # noqa: F811
+    assert sweep.main([*args, "--sweep-id", "shared", "--no-report"]) == 0
+    assert sweep.main([*args, "--sweep-id", "alone", "--no-share", "--no-report"]) == 0
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    shared, alone = (
+        _per_round(client, experiment, "shared"),
+        _per_round(client, experiment, "alone"),
+    )
+    assert set(shared) == set(alone) and len(shared) >= 3
+    for key in alone:
+        assert shared[key] == alone[key], key  # bit-identical, metric by metric, round by round
+    _, kids = children(client, experiment)
+    tagged = [r for r in kids if r.data.tags[schema.TAG_SWEEP] == "shared"]
+    assert all(r.data.tags.get(schema.TAG_ROUND0_UNIT, "").startswith("trunk-") for r in tagged)
+    assert any(schema.TAG_MASKS_FROM in r.data.tags for r in tagged)
+
+
+def test_sharing_changes_no_number_on_the_smoke_sweep(workdir):  # noqa: F811
+    grid = "{prune.criterion: [magnitude, stability], seed: [0, 1]}"
+    args = [str(SMOKE), "--num-cpus", "2", "--set", f"grid={grid}"]
+    args += ["--set", "baselines.one_shot=true", "--set", "prune.rounds=2"]
+    _both_ways(args, workdir, "smoke")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_sharing_changes_no_number_on_real_data(workdir):  # noqa: F811
+    sets = [
+        "dataset.name=fashion_mnist", f"dataset.cache_dir={workdir / 'cache'}",
+        "dataset.train_limit=2000", "dataset.test_limit=1000", "dataset.val_size=500",
+        "model.arch=lenet300_100", "model.width=0.25", "train.initial=1ep", "train.retrain=1ep",
+        "prune.rounds=2", "grid={prune.criterion: [magnitude], seed: [0]}",
+        "baselines.one_shot=true", "controls={kinds: [reinit, random_mask]}",
+    ]  # fmt: skip
+    args = [str(SMOKE), "--num-cpus", "2", "--data-root", str(FASHION)]
+    for s in sets:
+        args += ["--set", s]
+    _both_ways(args, workdir, "smoke")

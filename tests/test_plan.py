@@ -134,3 +134,21 @@ def test_sharing_changes_no_number_on_real_data(workdir):  # noqa: F811
     for s in sets:
         args += ["--set", s]
     _both_ways(args, workdir, "smoke")
+
+
+def test_a_killed_trunk_is_retried_before_its_trials_start(workdir, monkeypatch):  # noqa: F811
+    args = [str(SMOKE), "--num-cpus", "2", "--no-report", "--set", "prune.rounds=1"]
+    trials = expand_trials(load_ablation(SMOKE, ["prune.rounds=1"]))
+    victim = trunk_key(sweep.absolutize(trials[0]))  # as the sweep sees it
+    marker = workdir / "fault-happened"
+    monkeypatch.setenv("LTH_RAY_FAULT", f"{victim}@0")
+    monkeypatch.setenv("LTH_RAY_FAULT_MARKER", str(marker))
+    assert sweep.main(args) == 0
+    assert marker.exists(), "the trunk was not killed"
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    _, kids = children(client, "smoke")
+    assert len(kids) == len(trials)
+    for run in kids:
+        assert run.info.status == "FINISHED"
+        steps = sorted(int(m.step) for m in client.get_metric_history(run.info.run_id, "test_acc"))
+        assert steps == [0, 1]

@@ -336,3 +336,17 @@ def test_vmap_measures_a_layout_pair_once_and_default_is_what_a_trial_runs():
     singles = {"fp32": {}, "bf16": {}, "bf16+cl": {}}
     assert suite.Plan(torch.device("cuda")).default_key(singles) == "bf16+cl"  # precision auto
     assert suite.Plan(CPU).default_key(singles) == "fp32"
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_sharing_sweep_shares_round_zero_and_the_ticket(tmp_path, quick):
+    from lth_ray.plan import build_plan
+
+    spec = overhead.sharing_ablation("cpu", epochs=1, rounds=2, gpu=0.0, quick=quick)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    trials = expand_trials(load_ablation(path))
+    assert len(trials) == 5  # 2 tickets, 2 one-shot, 1 reinit control
+    plan = build_plan(trials)
+    assert plan.counts() == {"trunk": 1, "ticket": 2, "one_shot": 2, "control": 1}
+    assert plan.epochs == 1 + 5 * 2 and plan.unshared_epochs == 5 * 1 + 6 * 2

@@ -153,6 +153,44 @@ def summarise(
     return out
 
 
+def sharing_ablation(device: str, epochs: int, rounds: int, gpu: float, quick: bool) -> dict:
+    """The overhead sweep as a small study: 2 criteria, a one-shot baseline and a reinit control
+    per ticket, one seed; the trials share one dense round 0 and the control its ticket's masks."""
+    spec = sweep_ablation(device, 1, epochs, rounds, gpu, quick)
+    spec["name"] = "bench_sharing"
+    spec["grid"] = {"prune.criterion": ["magnitude", "random"]}
+    spec["baselines"] = {"one_shot": True}
+    spec["controls"] = {"kinds": ["reinit"], "criteria": ["magnitude"]}
+    spec["tune"] = {}
+    return spec
+
+
+def measure_sharing(
+    device: str = "cpu",
+    epochs: int = 1,
+    rounds: int = 1,
+    gpu: float = 0.0,
+    quick: bool = False,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Wall time of one short study with its shared work computed once, then with every trial
+    computing everything itself (`--no-share`), in one run."""
+    out: dict[str, Any] = {}
+    for mode, extra in (("shared", []), ("unshared", ["--no-share"])):
+        r = measure_overhead(
+            device, 1, epochs, rounds, gpu, quick, timeout / 2, spec=sharing_ablation(
+                device, epochs, rounds, gpu, quick
+            ), extra_args=extra,
+        )  # fmt: skip
+        if "sweep_wall_s" not in r:
+            return r
+        out[f"wall_{mode}_s"] = r["sweep_wall_s"]
+        out[f"trials_{mode}"] = r.get("trials")
+        out["plan"] = r.get("plan", out.get("plan"))
+    out["wall_ratio"] = out["wall_shared_s"] / out["wall_unshared_s"]
+    return out
+
+
 def measure_overhead(
     device: str = "cpu",
     trials: int = 1,
@@ -162,6 +200,8 @@ def measure_overhead(
     quick: bool = False,
     timeout: float = 600.0,
     workdir: str | None = None,
+    spec: dict[str, Any] | None = None,
+    extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the sweep; returns the overhead summary, or {'skipped': why} / {'error': why}."""
     missing = missing_packages()
@@ -169,8 +209,8 @@ def measure_overhead(
         return {"skipped": f"{' and '.join(missing)} not installed here (the sweep needs them)"}
     with tempfile.TemporaryDirectory(prefix="lth_bench_", dir=workdir) as tmp:
         folder = Path(tmp)
-        ablation = folder / "bench_overhead.yaml"
-        spec = sweep_ablation(device, trials, epochs, rounds, gpu, quick)
+        spec = spec or sweep_ablation(device, trials, epochs, rounds, gpu, quick)
+        ablation = folder / f"{spec['name']}.yaml"
         ablation.write_text(yaml.safe_dump(spec))
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         cmd = [
@@ -185,6 +225,7 @@ def measure_overhead(
             str(folder / "tune"),
             "--num-cpus",
             str(max(1, min(os.cpu_count() or 1, 4))),
+            *(extra_args or []),
         ]
         env = dict(os.environ, LTH_RAY_TMPDIR=os.environ.get("LTH_RAY_TMPDIR", str(folder / "ray")))
         t0 = time.perf_counter()
@@ -210,14 +251,16 @@ def measure_overhead(
         m = re.search(r"trials complete in ([0-9.]+) s", output)
         data = spec["dataset"]
         per_round = epochs * (data["synthetic_train"] - data["val_size"])
-        found = _read_trials(uri, "bench_overhead")
+        found = _read_trials(uri, spec["name"])
         summary = summarise(
             wall,
             found,
             float(m.group(1)) if m else None,
             images=int(sum(t["rounds"] for t in found) * per_round),
         )
+        planned = re.search(r"planned epochs: .*", output)
         summary.update(
+            plan=planned.group(0) if planned else None,
             device=device,
             gpu_per_trial=gpu,
             epochs_per_round=epochs,

@@ -365,6 +365,19 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
                 quick=plan.quick,
                 timeout=timeout,
             )
+            left = timeout - (time.perf_counter() - t_start) if plan.budget_s is not None else 600.0
+            if left > 24:
+                from lth_ray.bench.overhead import measure_sharing
+
+                log("  sweep with shared work vs --no-share ...")
+                out["sharing"] = measure_sharing(
+                    device=dev.type,
+                    epochs=plan.sweep_epochs,
+                    rounds=plan.sweep_rounds,
+                    gpu=plan.sweep_gpu if dev.type == "cuda" else 0.0,
+                    quick=plan.quick,
+                    timeout=left,
+                )
     else:
         out["overhead"] = {"skipped": "--no-sweep"}
     out["elapsed_s"] = time.perf_counter() - t_start
@@ -484,4 +497,13 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"Ray + MLflow overhead ratio: not measured ({o.get('skipped') or o.get('error', 'no sweep')})"
         )
+    sh = result.get("sharing", {})
+    if "wall_ratio" in sh:
+        lines.append(
+            f"shared work (one dense round 0 per seed, controls from their ticket's masks): sweep wall "
+            f"{sh['wall_shared_s']:.1f} s shared vs {sh['wall_unshared_s']:.1f} s with --no-share "
+            f"= {sh['wall_ratio']:.2f}x ({sh.get('plan') or 'plan not printed'})"
+        )
+    elif sh:
+        lines.append(f"shared work: not measured ({sh.get('skipped') or sh.get('error')})")
     return lines

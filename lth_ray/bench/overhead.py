@@ -186,7 +186,8 @@ def measure_sharing(
             return r
         out[f"wall_{mode}_s"] = r["sweep_wall_s"]
         out[f"trials_{mode}"] = r.get("trials")
-        out["plan"] = r.get("plan", out.get("plan"))
+        if mode == "shared":
+            out["plan"] = r.get("plan")
     out["wall_ratio"] = out["wall_shared_s"] / out["wall_unshared_s"]
     return out
 

@@ -32,6 +32,26 @@ def test_every_shipped_ablation_is_counted():
     assert {p.stem for p in ABLATIONS.glob("*.yaml")} == set(SHIPPED)
 
 
+# Planned epochs with shared work and without (the README states the same numbers).
+EPOCHS = {
+    "seed_study": (401, 401),
+    "smoke": (66, 102),
+    "criteria_conv4": (45_130, 63_120),
+    "rewind_conv4": (10_930, 11_580),
+    "frankle_carbin_conv": (60_500, 103_000),
+    "precision_study": (260, 260),
+    "fashion_lenet": (1_521, 2_124),
+}
+
+
+@pytest.mark.parametrize(("name", "epochs"), EPOCHS.items())
+def test_shipped_ablations_plan(name, epochs):
+    from lth_ray.plan import build_plan
+
+    plan = build_plan(expand_trials(load_ablation(ABLATIONS / f"{name}.yaml")))
+    assert (round(plan.epochs), round(plan.unshared_epochs)) == epochs
+
+
 @pytest.mark.parametrize(("name", "count"), SHIPPED.items())
 def test_shipped_ablations_validate(name, count):
     spec = load_ablation(ABLATIONS / f"{name}.yaml")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from lth_ray import schema, sweep
 from lth_ray.progress import NoResourcesError, SweepProgress
-from tests.test_sweep import SMOKE, children, workdir  # noqa: F401  (fixture)
+from tests.test_sweep import SMOKE, children, resume_cli, workdir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,15 +160,7 @@ def test_a_killed_driver_resumes_without_training_a_round_twice(workdir):  # noq
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lth_ray.sweep", *args, "--resume"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume_cli(args, env, workdir)
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     parents, kids = children(client, "smoke")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

@@ -251,6 +251,20 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen
     )
 
 
+def resume_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600):
+    """`python -m lth_ray.sweep ... --resume`, which must finish."""
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lth_ray.sweep", *args, "--resume"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    return resumed
+
+
 def test_interrupted_sweep_resumes_only_unfinished(workdir):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     args = [
@@ -294,15 +308,7 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
     # status) when interrupted: it is unfinished and may redo that round; MLflow still gets it once.
     assert done_before and len(done_before) < 8
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lth_ray.sweep", *args, "--resume"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed = resume_cli(args, env, workdir)
     for key in done_before:  # finished trials did not train again
         assert f"] {key} round" not in resumed.stdout, (key, text, resumed.stdout)
     assert "round" in resumed.stdout  # the unfinished ones did

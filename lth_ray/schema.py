@@ -25,6 +25,7 @@ TAG_STEPS_UNIT = (
 )
 TAG_ROUND0_UNIT = "lth_ray.round0_unit"  # the shared trunk unit round 0 was computed by
 TAG_MASKS_FROM = "lth_ray.masks_from"  # a control's ticket, whose per-level masks it trained from
+TAG_COMMAND = "lth_ray.command"  # on the parent run: the sweep's command line
 TAG_PLAN = "lth_ray.plan"  # on the parent run: the plan's size (units by kind, planned epochs)
 MLFLOW_PARENT = "mlflow.parentRunId"
 

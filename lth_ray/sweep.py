@@ -316,6 +316,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
+                schema.TAG_COMMAND: " ".join(["python -m lth_ray.sweep", *sys.argv[1:]])[:5000],
             },
         )
     print(

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the sweep command, as a reader runs it (default: the one the sweep recorded)",
     )
     ap.add_argument("--readme", help="README to update between the study markers")
+    ap.add_argument("--note", action="append", default=[], help="a line for run.md (conditions)")
     ap.add_argument("--figure", default="accuracy_vs_weights", help="the figure the README shows")
     args = ap.parse_args(argv)
 
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"- Started {started}; wall time of the sweep {wall / 60:.1f} min ({wall:.0f} s) for"
                 f" {n} trials, as MLflow recorded the sweep's parent run.",
                 f"- Machine: {machine()}.",
+                *(f"- {n}" for n in args.note),
                 "",
             ]
         )

@@ -9,7 +9,9 @@ accuracy, percentage points) is taken per seed at each level, then:
   some level" keeps its 5% family-wise error rate.
 A level needs at least 2 paired seeds for an interval or a p-value; with one, the difference is shown
 alone. Repeated controls of one ticket are averaged per seed first. Levels are pruning rounds: both
-arms of a comparison sit on the same sparsity grid (controls and one-shot by construction).
+arms of a comparison sit on the same sparsity grid (controls and one-shot by construction), except
+where a criterion skipped rounds (stability when best == final): `weights_remaining_spread_pct`
+says how far the paired trials' sparsities differ at that level, and the verdict mentions it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COLUMNS = [
     "group",
     "round",
     "weights_remaining_pct",
+    "weights_remaining_spread_pct",
     "n",
     "mean_diff_pp",
     "sd_pp",
@@ -116,6 +119,11 @@ def _series(
                     **dict(zip(match, key)),
                     "round": int(rnd),
                     "weights_remaining_pct": float(lv["weights_remaining_a"].mean()),
+                    # seeds or arms at different sparsities (a criterion that skipped rounds)
+                    "weights_remaining_spread_pct": float(
+                        pd.concat([lv["weights_remaining_a"], lv["weights_remaining_b"]]).max()
+                        - pd.concat([lv["weights_remaining_a"], lv["weights_remaining_b"]]).min()
+                    ),
                     **stats,
                 }
             )

@@ -29,6 +29,18 @@ def _p(v: float) -> str:
     return "< 0.001" if v < 0.001 else f"= {v:.3f}"
 
 
+def _misaligned(series: pd.DataFrame) -> str:
+    if "weights_remaining_spread_pct" not in series:
+        return ""
+    spread = series["weights_remaining_spread_pct"].max()
+    if not spread > 1.0:
+        return ""
+    return (
+        f" [caution: paired trials differ by up to {spread:.1f} points of weights remaining at a"
+        " level, because rounds were skipped; levels are rounds, not equal sparsities]"
+    )
+
+
 def describe(series: pd.DataFrame, better: str, worse: str) -> str:
     """'better at 9 of 14 levels (51% to 4.5%; largest +12.3 pp [8.1, 16.5] at 4.5%), worse at none'."""
     n = int(series["n"].max()) if len(series) else 0
@@ -49,11 +61,11 @@ def describe(series: pd.DataFrame, better: str, worse: str) -> str:
     if not parts:
         return (
             f"no level with a significant difference ({n} seeds, {total} levels; Holm-corrected"
-            " p >= 0.05 everywhere)"
+            " p >= 0.05 everywhere)" + _misaligned(series)
         )
     rest = total - len(up) - len(down)
     tail = f"; no significant difference at the other {rest}" if rest else ""
-    return "; ".join(parts) + f" ({n} seeds){tail}"
+    return "; ".join(parts) + f" ({n} seeds){tail}" + _misaligned(series)
 
 
 def _group_suffix(series: pd.DataFrame, drop: set[str]) -> str:
@@ -88,6 +100,7 @@ def breakdown(series: pd.DataFrame, chance_pct: float | None = None) -> str:
             )
         else:
             text = f"falls below dense already at the first pruned level, {where} {detail}"
+    text += _misaligned(s)
     if not above.empty:
         top = above.loc[above["mean_diff_pp"].idxmax()]
         text += (
@@ -131,7 +144,7 @@ def verdict(comparisons: pd.DataFrame) -> list[str]:
             + describe(s, f"{a} is better", f"{a} is worse")
             + "."
         )
-    section("How do the criteria compare (paired by seed, iterative tickets)?", sentences)
+    section("How do the criteria compare (paired by seed, tickets of one schedule)?", sentences)
 
     sched = c[c["kind"] == "schedule"]
     sentences = [

@@ -1,7 +1,7 @@
 """A vectorised step: M models of one configuration trained in one process with `torch.func.vmap`.
 
-Issue 5 asks whether training several seeds in one process (stacked parameters, per-model masks and
-data order) beats packing M processes on a GPU; the benchmark measures both and decides. This is the
+Does training several seeds in one process (stacked parameters, per-model masks and data order) beat
+packing M processes on a GPU? The benchmark measures both and decides. This is the
 measured prototype, not (yet) an engine of `lottery`: it runs M copies of the fast path's masked step
 as one program, capturable as one CUDA graph like `StepProgram`. Adam is elementwise, so one Adam over
 the stacked [M, ...] tensors is M independent Adams; each model's loss is its own batch mean.

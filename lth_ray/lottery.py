@@ -253,9 +253,17 @@ class LotteryTrial:
     # -- shared work: a dense round 0 computed once per trunk, a ticket's masks for its controls --
     def train_trunk(self, rewind_points: list[tuple[int, str]]) -> TrainResult:
         """Round 0's training alone (the state is untouched), capturing every rewind point the
-        trials that share it need: what a shared trunk unit computes once for all of them."""
+        trials that share it need: what a shared trunk unit computes once for all of them.
+        The weights come back on the CPU."""
         steps = round_steps(self.cfg, 0, len(self.data.train_x))
-        return self._train_branch(0, "ticket", steps, rewind_at=rewind_points)
+        result = self._train_branch(0, "ticket", steps, rewind_at=rewind_points)
+        return dataclasses.replace(  # on the CPU: it is handed on to other processes
+            result,
+            best=_cpu(result.best),
+            final=_cpu(result.final),
+            rewind=_cpu(result.rewind),
+            rewinds={k: _cpu(v) for k, v in result.rewinds.items()},
+        )
 
     def start_from_trunk(self, trunk: TrainResult) -> dict[str, Any]:
         """Round 0 from a shared trunk: the same record and state as training it here."""

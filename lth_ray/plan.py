@@ -22,6 +22,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from lth_ray.config.feasible import train_size
+from lth_ray.config.grid import identity
 from lth_ray.config.specs import TrialConfig, parse_rewind, parse_steps
 
 KINDS = ("trunk", "ticket", "one_shot", "control")
@@ -61,16 +63,10 @@ class Plan:
 
 
 def _iterations_per_epoch(t: TrialConfig) -> float | None:
-    from lth_ray.datasets import SHAPES
     from lth_ray.train import batches_per_epoch
 
-    d = t.dataset
-    if d.name not in SHAPES:
-        return None
-    n = SHAPES.get(d.name)(d).train_pool - d.val_size
-    if d.train_limit is not None:
-        n = min(n, d.train_limit)
-    return float(batches_per_epoch(max(n, 1), t.train))
+    n = train_size(t.dataset)
+    return None if n is None else float(batches_per_epoch(max(n, 1), t.train))
 
 
 def _epochs(t: TrialConfig, steps: tuple[int, str]) -> float:
@@ -105,12 +101,6 @@ def _ticket_of(t: TrialConfig) -> TrialConfig:
     return ticket
 
 
-def _identity(t: TrialConfig) -> str:
-    d = t.to_dict()
-    d.pop("key"), d.pop("axes")
-    return repr(d)
-
-
 def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
     unshared = 0.0
     for t in trials:
@@ -132,7 +122,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
                 )
             )
         return Plan(units, False, unshared, len(trials))
-    keys = {_identity(t): t.key for t in trials}
+    keys = {identity(t): t.key for t in trials}
     trunks: dict[str, list[TrialConfig]] = {}
     for t in trials:
         trunks.setdefault(trunk_key(t), []).append(t)
@@ -161,7 +151,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
         config: dict[str, Any] = {"unit": "trial", "trial": t.to_dict(), "trunk": tid}
         deps: tuple[str, ...] = (tid,)
         if t.prune.control != "none":
-            ticket_key = keys.get(_identity(_ticket_of(t)))
+            ticket_key = keys.get(identity(_ticket_of(t)))
             if ticket_key is not None:
                 config["masks_from"] = ticket_key
                 deps = (tid, ticket_key)
@@ -171,6 +161,14 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
         else:
             epochs = t.prune.rounds * later
         units.append(Unit(t.key, _kind(t), config, deps, epochs))
+    # tickets whose per-level masks some control trains from publish them to the storage
+    publishers = {u.config["masks_from"] for u in units if "masks_from" in u.config}
+    units = [
+        dataclasses.replace(u, config={**u.config, "publish_masks": True})
+        if u.id in publishers
+        else u
+        for u in units
+    ]
     return Plan(units, True, unshared, len(trials))
 
 
@@ -178,11 +176,6 @@ def _kind(t: TrialConfig) -> str:
     if t.prune.control != "none":
         return "control"
     return "one_shot" if t.prune.schedule == "one_shot" else "ticket"
-
-
-def publishes_masks(plan: Plan) -> set[str]:
-    """Trial keys whose per-level masks some control trains from."""
-    return {u.config["masks_from"] for u in plan.units if "masks_from" in u.config}
 
 
 class PlanSearcher(Searcher):

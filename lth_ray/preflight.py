@@ -44,12 +44,6 @@ def check_machine(
             f"asks for {spec.resources.cpu:g} CPUs per trial but this machine has {cpus}"
             " (--num-cpus or the machine): no trial could ever start",
         )
-    if spec.resources.gpu > 1 and spec.resources.gpu != int(spec.resources.gpu):
-        raise ConfigError(
-            file,
-            "resources.gpu",
-            f"expected a fraction below 1 or a whole number of GPUs, got {spec.resources.gpu:g}",
-        )
 
 
 def check_storage(storage: str) -> None:
@@ -68,32 +62,33 @@ def check_storage(storage: str) -> None:
         ) from None
 
 
+def health_problem(uri: str, timeout_s: float) -> str | None:
+    """None when a tracking server answers its /health within `timeout_s`, else why not."""
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            return None if response.status < 400 else f"{url}: HTTP {response.status}"
+    except (OSError, urllib.error.URLError) as e:
+        return f"{url}: {getattr(e, 'reason', e)}"
+
+
 def tracking_server_up(uri: str, timeout_s: float = 2.0) -> bool:
     """Whether a tracking server answers its /health now (for the sweep's console watchdog)."""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:  # noqa: S310
-            return r.status < 400
-    except (OSError, urllib.error.URLError):
-        return False
+    return health_problem(uri, timeout_s) is None
 
 
 def check_tracking(uri: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     """The MLflow store answers: a tracking server's /health within `timeout_s`, or a sqlite file /
     folder that can be written."""
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
-                if response.status >= 400:
-                    raise OSError(f"HTTP {response.status}")
-        except (OSError, urllib.error.URLError) as e:
-            reason = getattr(e, "reason", e)
+        problem = health_problem(uri, timeout_s)
+        if problem:
             raise ConfigError(
                 None,
                 "--tracking-uri",
-                f"the MLflow tracking server {uri} does not answer ({url}: {reason}); start it"
+                f"the MLflow tracking server {uri} does not answer ({problem}); start it"
                 " (`mlflow server ...`) or point --tracking-uri / MLFLOW_TRACKING_URI elsewhere",
-            ) from None
+            )
         return
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])

@@ -31,7 +31,7 @@ from lth_ray.config.load import load_ablation  # noqa: E402
 from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
-from lth_ray.plan import Plan, PlanSearcher, publishes_masks  # noqa: E402
+from lth_ray.plan import Plan, PlanSearcher  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
@@ -409,12 +409,6 @@ def run_tune(
             "state_root": f"{exp_path}/trial_state",
             "units_root": f"{exp_path}/units" if plan.shared else None,
         }
-        publishers = publishes_masks(plan)
-        units = [
-            dataclasses.replace(u, config={**u.config, "publish_masks": u.id in publishers})
-            for u in plan.units
-        ]
-        plan = dataclasses.replace(plan, units=units)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -10,7 +10,6 @@ of raising it, so the sweep stops at once rather than retrying it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -29,7 +28,6 @@ from lth_ray.energy import EnergyMeter
 from lth_ray.lottery import LotteryTrial
 from lth_ray.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
 from lth_ray.tracking import SweepContext, TrialRun
-from lth_ray.train import TrainResult
 from lth_ray.trial_store import Store, TrialStore
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -65,24 +63,6 @@ def log_masks(run: TrialRun, trial: LotteryTrial) -> None:
         run.log_artifacts(folder, "masks")
 
 
-def _cpu(state: dict | None) -> dict | None:
-    return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
-
-
-def save_trunk(units: Store, unit_id: str, result: TrainResult) -> None:
-    """A trunk's round-0 training result, on the CPU, for every trial that starts from it."""
-    units.save(
-        f"{unit_id}.pt",
-        dataclasses.replace(
-            result,
-            best=_cpu(result.best),
-            final=_cpu(result.final),
-            rewind=_cpu(result.rewind),
-            rewinds={k: _cpu(v) for k, v in result.rewinds.items()},
-        ),
-    )
-
-
 def trunk_unit(config: dict[str, Any]) -> None:
     """Train a dense round 0 once (every rewind point its trials need) and hand it on."""
     torch.set_num_threads(int(config.get("threads", 1)))
@@ -98,7 +78,7 @@ def trunk_unit(config: dict[str, Any]) -> None:
         maybe_inject_fault(unit_id, 0)
         t0 = time.perf_counter()
         result = trial.train_trunk([tuple(r) for r in config.get("rewinds", [])])
-        save_trunk(units, unit_id, result)
+        units.save(f"{unit_id}.pt", result)  # for every trial that starts from it
         seconds = time.perf_counter() - t0
     else:
         seconds = 0.0
@@ -197,7 +177,7 @@ def lottery_trainable(config: dict[str, Any]) -> None:
             curve = trial.state.curves[-1]
             if record["round"] == 0 and config.get("trunk") and units is not None:
                 run.set_tags({schema.TAG_ROUND0_UNIT: config["trunk"]})
-            if record["round"] > 0 and config.get("masks_from") and units is not None:
+            if record["round"] == 1 and config.get("masks_from") and units is not None:
                 run.set_tags({schema.TAG_MASKS_FROM: config["masks_from"]})
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)

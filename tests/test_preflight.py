@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from PIL import Image
 
 from lth_ray import schema, sweep
 from lth_ray.progress import NoResourcesError, SweepProgress
-from tests.test_sweep import SMOKE, children, resume_cli, workdir  # noqa: F401  (fixture)
+from tests.test_sweep import SMOKE, children, resume_cli, run_cli, workdir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,15 +137,7 @@ def test_a_killed_driver_resumes_without_training_a_round_twice(workdir):  # noq
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TUNE_GLOBAL_CHECKPOINT_S="1")
     args = [str(SMOKE), "--num-cpus", "2", "--no-report", "--max-concurrent", "2"]
     args += ["--set", "train.retrain=4ep", "--set", "controls.kinds={}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lth_ray.sweep", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = run_cli(args, env, workdir)
     seen = []
     try:
         for line in proc.stdout:

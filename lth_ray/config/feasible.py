@@ -14,7 +14,7 @@ import functools
 import math
 
 from lth_ray.config.errors import ConfigError
-from lth_ray.config.specs import ModelSpec, TrialConfig
+from lth_ray.config.specs import DatasetSpec, ModelSpec, TrialConfig
 
 NOMINAL_SHAPE = (
     3,
@@ -38,6 +38,17 @@ def _model(spec: ModelSpec, input_shape, num_classes):
     return _meta_model(dataclasses.astuple(spec), tuple(input_shape), int(num_classes))
 
 
+def train_size(d: DatasetSpec) -> int | None:
+    """Training examples after the validation split and `train_limit`, when the config fixes the
+    data's size (a registered shape), else None."""
+    from lth_ray.datasets import SHAPES
+
+    if d.name not in SHAPES:
+        return None
+    n = SHAPES.get(d.name)(d).train_pool - d.val_size
+    return n if d.train_limit is None else min(n, d.train_limit)
+
+
 def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
     from lth_ray.datasets import SHAPES
 
@@ -53,9 +64,7 @@ def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
                 f"expected fewer than the {shape.train_pool} training examples of {pool_field},"
                 f" got {d.val_size}",
             )
-        n_train = shape.train_pool - d.val_size
-        if d.train_limit is not None:
-            n_train = min(n_train, d.train_limit)
+        n_train = train_size(d)
         if shape.num_classes < 2:
             raise ConfigError(
                 file, "dataset.synthetic_classes", f"expected >= 2, got {shape.num_classes}"
@@ -100,7 +109,7 @@ def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) 
 
 def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
     from lth_ray.models import weight_layers
-    from lth_ray.pruning import KINDS, layer_fractions, prune_count
+    from lth_ray.pruning import KINDS, layer_fractions, prunable_names, prune_count
 
     p = cfg.prune
     layers = weight_layers(model)
@@ -115,7 +124,7 @@ def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
                 f"{e!r} is no layer of {cfg.model.arch}{hint}; expected a kind ({', '.join(KINDS)})"
                 f" or a layer name ({', '.join(li.name for li in layers)})",
             )
-    names = [li.name for li in layers if li.name not in p.exclude and li.kind not in p.exclude]
+    names = prunable_names(model, p.exclude)  # every entry is known by now
     if not names:
         raise ConfigError(
             file, "prune.exclude", f"{p.exclude} excludes every layer: nothing left to prune"

@@ -205,7 +205,8 @@ def _arm(trial: TrialConfig, schedule: str, control: str, index: int) -> TrialCo
     return t
 
 
-def _identity(t: TrialConfig) -> str:
+def identity(t: TrialConfig) -> str:
+    """What makes two trials the same work: their config without the key and tags."""
     d = t.to_dict()
     d.pop("key"), d.pop("axes")
     return repr(d)
@@ -257,7 +258,7 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
                 controls.append(_named(_arm(t, t.prune.schedule, kind, k), stem, [suffix]))
     trials, seen = [], set()
     for t in tickets + one_shots + controls:
-        ident = _identity(t)
+        ident = identity(t)
         if ident not in seen:
             seen.add(ident)
             trials.append(t)
@@ -287,7 +288,7 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
     for same in by_key.values():
         if len(same) > 1:  # labels that coincide (rare: two generic labels): keep keys unique
             for t in same:
-                t.key += "-" + hashlib.sha256(_identity(t).encode()).hexdigest()[:6]
+                t.key += "-" + hashlib.sha256(identity(t).encode()).hexdigest()[:6]
     return trials
 
 

@@ -115,9 +115,7 @@ def build_report(
 
         shapes = mask_report(trials, data.load_masks)
         warnings += shapes.warnings
-        for name, frame in (("mask_profiles", shapes.profiles), ("mask_overlap", shapes.overlap)):
-            frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
-            files.append(out / f"{name}.csv")
+        files += shapes.save_tables(out)
         figures.update(shapes.figures)
     for name, fig in figures.items():
         files += save_figure(fig, out, name)

@@ -94,15 +94,20 @@ class MaskReport:
     figures: dict[str, Figure] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """mask_profiles.csv, mask_overlap.csv and the figures (PNG + SVG) into `out_dir`."""
+    def save_tables(self, out_dir: str | Path) -> list[Path]:
+        """mask_profiles.csv and mask_overlap.csv into `out_dir` (6 significant digits)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / "mask_profiles.csv", out / "mask_overlap.csv"]
-        self.profiles.to_csv(paths[0], index=False)
-        self.overlap.to_csv(paths[1], index=False)
+        self.profiles.to_csv(paths[0], index=False, float_format="%.6g")
+        self.overlap.to_csv(paths[1], index=False, float_format="%.6g")
+        return paths
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """The tables and the figures (PNG + SVG) into `out_dir`."""
+        paths = self.save_tables(out_dir)
         for name, fig in self.figures.items():
-            paths += save_figure(fig, out, name)
+            paths += save_figure(fig, Path(out_dir), name)
         return paths
 
 

@@ -35,9 +35,8 @@ def machine() -> str:
     )
 
 
-def sweep_times(uri: str, parent_run_ids: list[str]) -> tuple[float, str]:
+def sweep_times(client, parent_run_ids: list[str]) -> tuple[float, str]:
     """Wall time of the sweeps (first start to last end) and the first start as a date."""
-    client = open_client(uri)
     runs = [client.get_run(r) for r in parent_run_ids if r]
     starts = [r.info.start_time for r in runs if r.info.start_time]
     ends = [r.info.end_time for r in runs if r.info.end_time]
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sweep_ids = set(report.trials["sweep"])
     ids = [p.info.run_id for p in parents if p.data.tags.get(schema.TAG_SWEEP) in sweep_ids]
-    wall, started = sweep_times(uri, ids)
+    wall, started = sweep_times(client, ids)
     recorded = [p.data.tags.get(schema.TAG_COMMAND) for p in parents if p.info.run_id in ids]
     args.command = args.command or next((c for c in recorded if c), "(not recorded)")
     report_cmd = (

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials, trial_key
 from lth_ray.config.load import load_ablation
-from lth_ray.config.specs import TrialConfig, field_docs
-from lth_ray.data import DatasetError, load_dataset
-from lth_ray.lottery import LotteryTrial
+from lth_ray.lottery.artifacts import write_trial_outputs
+from lth_ray.lottery.data import DatasetError, load_dataset
+from lth_ray.lottery.trial import LotteryTrial
+from lth_ray.specs import TrialConfig, field_docs
 
 
 def format_round(record: dict[str, Any], rounds_total: int) -> str:

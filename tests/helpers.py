@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from lth_ray.config.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec, TrialConfig
+from lth_ray.specs import DatasetSpec, ModelSpec, PruneSpec, TrainSpec, TrialConfig
 
 
 def tiny_trial(**prune: object) -> TrialConfig:

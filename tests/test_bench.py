@@ -213,11 +213,11 @@ def test_report_notes_when_the_large_batch_is_no_ceiling():
 
 def test_vmapped_program_trains_each_model_like_its_own_step():
     from lth_ray.bench.vmapped import VmapProgram
-    from lth_ray.config.specs import ModelSpec, TrainSpec
-    from lth_ray.fastpath import StepProgram
-    from lth_ray.models import build_model
-    from lth_ray.pruning import apply_masks, dense_masks
-    from lth_ray.train import make_optimizer
+    from lth_ray.lottery.fastpath import StepProgram
+    from lth_ray.lottery.models import build_model
+    from lth_ray.lottery.pruning import apply_masks, dense_masks
+    from lth_ray.lottery.train import make_optimizer
+    from lth_ray.specs import ModelSpec, TrainSpec
 
     n = 100
     g = torch.Generator().manual_seed(0)
@@ -340,7 +340,7 @@ def test_vmap_measures_a_layout_pair_once_and_default_is_what_a_trial_runs():
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_sharing_sweep_shares_round_zero_and_the_ticket(tmp_path, quick):
-    from lth_ray.plan import build_plan
+    from lth_ray.sweep.plan import build_plan
 
     spec = overhead.sharing_ablation("cpu", epochs=1, rounds=2, gpu=0.0, quick=quick)
     path = tmp_path / "s.yaml"

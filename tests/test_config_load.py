@@ -5,7 +5,7 @@ import pytest
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials, trial_key
 from lth_ray.config.load import load_ablation, trial_from_dict
-from lth_ray.config.specs import field_docs, parse_rewind, parse_steps
+from lth_ray.specs import field_docs, parse_rewind, parse_steps
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 
@@ -46,7 +46,7 @@ EPOCHS = {
 
 @pytest.mark.parametrize(("name", "epochs"), EPOCHS.items())
 def test_shipped_ablations_plan(name, epochs):
-    from lth_ray.plan import build_plan
+    from lth_ray.sweep.plan import build_plan
 
     plan = build_plan(expand_trials(load_ablation(ABLATIONS / f"{name}.yaml")))
     assert (round(plan.epochs), round(plan.unshared_epochs)) == epochs

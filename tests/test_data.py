@@ -15,11 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-import lth_ray.datasets.cifar as cifar
-import lth_ray.datasets.image_folder as image_folder
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.data import DATASETS, DatasetError, DataSplits, load_dataset, load_raw, split_indices
-from lth_ray.datasets.idx import read_idx
+import lth_ray.lottery.datasets.cifar as cifar
+import lth_ray.lottery.datasets.image_folder as image_folder
+from lth_ray.lottery.data import (
+    DATASETS,
+    DatasetError,
+    DataSplits,
+    load_dataset,
+    load_raw,
+    split_indices,
+)
+from lth_ray.lottery.datasets.idx import read_idx
+from lth_ray.specs import DatasetSpec
 
 PROJECT = Path(__file__).resolve().parents[1]
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

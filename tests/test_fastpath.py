@@ -1,4 +1,4 @@
-"""The fast path's epoch driver and step against the plain loop of lth_ray.train.
+"""The fast path's epoch driver and step against the plain loop of lth_ray.lottery.train.
 
 On CPU the step runs eagerly (no graph), so these compare exactly: same permutation, same masked
 step, same records. The graph itself is checked on a GPU (tests/test_fastpath_checks.py and the CUDA
@@ -12,12 +12,12 @@ import dataclasses
 import pytest
 import torch
 
-from lth_ray.config.specs import DatasetSpec, ModelSpec, TrainSpec
-from lth_ray.data import load_dataset
-from lth_ray.fastpath import FastPathOptions, StepProgram, build_program, train_fast
-from lth_ray.models import build_model
-from lth_ray.pruning import apply_masks, dense_masks
-from lth_ray.train import make_optimizer, train
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.fastpath import FastPathOptions, StepProgram, build_program, train_fast
+from lth_ray.lottery.models import build_model
+from lth_ray.lottery.pruning import apply_masks, dense_masks
+from lth_ray.lottery.train import make_optimizer, train
+from lth_ray.specs import DatasetSpec, ModelSpec, TrainSpec
 
 CPU = torch.device("cpu")
 NO_GRAPH = FastPathOptions(graph=False)
@@ -176,12 +176,12 @@ def test_graph_is_refused_without_cuda(data):
 
 
 def test_train_keeps_the_plain_path_on_cpu(data, monkeypatch):
-    import lth_ray.fastpath
+    import lth_ray.lottery.fastpath
 
     def boom(*args, **kwargs):
         raise AssertionError("the fast path must not run on CPU")
 
-    monkeypatch.setattr(lth_ray.fastpath, "train_fast", boom)
+    monkeypatch.setattr(lth_ray.lottery.fastpath, "train_fast", boom)
     model, masks = _model_and_masks()
     result = train(
         model,
@@ -223,7 +223,7 @@ def test_train_dispatches_to_the_graph_on_cuda(data):
 
 
 def test_channels_last_is_the_default_for_bf16_on_cuda_only():
-    from lth_ray.fastpath import use_channels_last
+    from lth_ray.lottery.fastpath import use_channels_last
 
     cuda = torch.device("cuda")  # a device object needs no GPU
     auto = FastPathOptions()

@@ -34,12 +34,12 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from lth_ray.config.specs import DatasetSpec, ModelSpec, TrainSpec
-from lth_ray.data import load_dataset
-from lth_ray.fastpath import FastPathOptions, train_fast
-from lth_ray.models import build_model
-from lth_ray.pruning import apply_masks, dense_masks
-from lth_ray.train import StateDict, TrainResult, train
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.fastpath import FastPathOptions, train_fast
+from lth_ray.lottery.models import build_model
+from lth_ray.lottery.pruning import apply_masks, dense_masks
+from lth_ray.lottery.train import StateDict, TrainResult, train
+from lth_ray.specs import DatasetSpec, ModelSpec, TrainSpec
 
 # CUDA: ||w_a - w_b|| / ||w_a - w_start|| after one Adam step, graphed vs eager (measured on an
 # H200, docs/measured/h200_check.json). CPU cases are bounded by argument instead (cpu_step_bound).
@@ -269,9 +269,9 @@ def test_graphed_round_is_the_eager_round_bit_for_bit(precision, channels_last, 
 
 def test_a_step_that_forgets_the_mask_fails_the_checks(monkeypatch):
     """The checks have teeth: a fast step without the weight mask lets pruned weights move."""
-    import lth_ray.fastpath
+    import lth_ray.lottery.fastpath
 
-    original = lth_ray.fastpath.StepProgram._step
+    original = lth_ray.lottery.fastpath.StepProgram._step
 
     def unmasked_step(self):
         self.masked, saved = [], self.masked
@@ -280,7 +280,7 @@ def test_a_step_that_forgets_the_mask_fails_the_checks(monkeypatch):
         finally:
             self.masked = saved
 
-    monkeypatch.setattr(lth_ray.fastpath.StepProgram, "_step", unmasked_step)
+    monkeypatch.setattr(lth_ray.lottery.fastpath.StepProgram, "_step", unmasked_step)
     assert step_gap(CPU, "fp32", False) > 1e-3
     fast, _, masks = run_round(CPU, "fp32", False, (2, "ep"), FastPathOptions())
     assert pruned_nonzero(fast, masks)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-import lth_ray.lottery as lottery
-from lth_ray.data import load_dataset
-from lth_ray.lottery import LotteryTrial
-from lth_ray.pruning import prune_count, schedule_remaining
+import lth_ray.lottery.trial as lottery
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.pruning import prune_count, schedule_remaining
+from lth_ray.lottery.trial import LotteryTrial
 from tests.helpers import tiny_trial, with_changes
 
 
@@ -315,7 +315,7 @@ def test_one_shot_removes_per_round_and_ranks_among_all_dense_weights(data):
     ]
     # the round-2 mask ranks all dense weights (not only round 1's survivors)
     dense = {k: torch.ones_like(v) for k, v in trial.state.masks.items()}
-    from lth_ray.pruning import CRITERIA, ScoreContext, prune_to
+    from lth_ray.lottery.pruning import CRITERIA, ScoreContext, prune_to
 
     c = ScoreContext(
         init={n: trial.theta0[n] for n in trial.names},

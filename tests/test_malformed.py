@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lth_ray import sweep
+from lth_ray.sweep import cli as sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TEXT = (ROOT / "ablations" / "smoke.yaml").read_text(encoding="utf-8")

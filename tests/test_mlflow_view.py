@@ -3,7 +3,7 @@
 import pytest
 from mlflow import MlflowClient
 
-from lth_ray.tracking import (
+from lth_ray.sweep.tracking import (
     EXPERIMENT_KIND_TAG,
     EXPERIMENT_KIND_TRAINING,
     prepare_sweep,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lth_ray.config.specs import ModelSpec
-from lth_ray.models import MODELS, build_model, init_weights, weight_layers
+from lth_ray.lottery.models import MODELS, build_model, init_weights, weight_layers
+from lth_ray.specs import ModelSpec
 
 
 def spec(arch: str = "conv4", **kw) -> ModelSpec:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from lth_ray import mps
+from lth_ray.sweep import mps
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "ablations" / "smoke.yaml")
 
@@ -95,14 +95,14 @@ def test_mps_daemon_errors_name_the_problem(monkeypatch, tmp_path):
 
 
 def test_sweep_mps_flag_is_for_a_local_ray(capsys):
-    from lth_ray import sweep
+    from lth_ray.sweep import cli as sweep
 
     assert sweep.main([SMOKE, "--mps", "--address", "auto"]) == sweep.EXIT_CONFIG
     assert "--mps starts MPS for a local Ray" in capsys.readouterr().err
 
 
 def test_sweep_mps_flag_fails_cleanly_without_the_daemon(monkeypatch, tmp_path, capsys):
-    from lth_ray import sweep
+    from lth_ray.sweep import cli as sweep
 
     _fake_mps(monkeypatch, tmp_path, installed=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

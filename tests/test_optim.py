@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from lth_ray.config.specs import TrainSpec
-from lth_ray.data import load_dataset
-from lth_ray.fastpath import FastPathOptions, make_fast_optimizer, train_fast
-from lth_ray.models import build_model
-from lth_ray.optim import KerasAdam
-from lth_ray.pruning import apply_masks, dense_masks
-from lth_ray.train import make_optimizer, masked_update, train
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.fastpath import FastPathOptions, make_fast_optimizer, train_fast
+from lth_ray.lottery.models import build_model
+from lth_ray.lottery.optim import KerasAdam
+from lth_ray.lottery.pruning import apply_masks, dense_masks
+from lth_ray.lottery.train import make_optimizer, masked_update, train
+from lth_ray.specs import TrainSpec
 from tests.helpers import tiny_trial
 
 pytestmark = pytest.mark.usefixtures("one_thread")

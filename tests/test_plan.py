@@ -8,10 +8,11 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune.search import Searcher
 
-from lth_ray import schema, sweep
+from lth_ray import schema
 from lth_ray.config.grid import expand_trials
 from lth_ray.config.load import load_ablation
-from lth_ray.plan import PlanSearcher, Unit, build_plan, trunk_key
+from lth_ray.sweep import cli as sweep
+from lth_ray.sweep.plan import PlanSearcher, Unit, build_plan, trunk_key
 from tests.test_sweep import SMOKE, children, workdir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_the_searcher_releases_units_when_their_dependencies_are_done():
         Unit("control", "control", {"unit": "trial"}, ("trunk", "ticket")),
         Unit("other", "ticket", {"unit": "trial"}, ("trunk",)),
     ]
-    from lth_ray.plan import Plan
+    from lth_ray.sweep.plan import Plan
 
     s = PlanSearcher(Plan(units, True, 0.0), {"static": 1})
     assert s.suggest("t1")["unit"] == "trunk"

@@ -16,8 +16,9 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from lth_ray import schema, sweep
-from lth_ray.progress import NoResourcesError, SweepProgress
+from lth_ray import schema
+from lth_ray.sweep import cli as sweep
+from lth_ray.sweep.progress import NoResourcesError, SweepProgress
 from tests.test_sweep import SMOKE, children, resume_cli, run_cli, workdir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lth_ray.config.specs import ModelSpec
-from lth_ray.models import build_model, weight_layers
-from lth_ray.pruning import (
+from lth_ray.lottery.models import build_model, weight_layers
+from lth_ray.lottery.pruning import (
     CRITERIA,
     ScoreContext,
     apply_masks,
@@ -19,6 +18,7 @@ from lth_ray.pruning import (
     schedule_remaining,
     sparsity_report,
 )
+from lth_ray.specs import ModelSpec
 
 
 def ctx(init=None, best=None, final=None, masks=None, seed=0) -> ScoreContext:

@@ -16,11 +16,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from lth_ray import schema, sweep
+from lth_ray import schema
 from lth_ray.config.grid import expand_trials, trial_key
 from lth_ray.config.load import load_ablation
-from lth_ray.data import load_dataset
-from lth_ray.lottery import LotteryTrial
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.trial import LotteryTrial
+from lth_ray.sweep import cli as sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "ablations" / "smoke.yaml"

@@ -3,11 +3,11 @@ import os
 import pytest
 import torch
 
-from lth_ray.config.specs import TrainSpec
-from lth_ray.data import load_dataset
-from lth_ray.models import build_model, weight_layers
-from lth_ray.pruning import apply_masks, dense_masks
-from lth_ray.train import batches_per_epoch, evaluate, make_optimizer, plain_step, train
+from lth_ray.lottery.data import load_dataset
+from lth_ray.lottery.models import build_model, weight_layers
+from lth_ray.lottery.pruning import apply_masks, dense_masks
+from lth_ray.lottery.train import batches_per_epoch, evaluate, make_optimizer, plain_step, train
+from lth_ray.specs import TrainSpec
 from tests.helpers import tiny_trial
 
 
@@ -143,7 +143,7 @@ def test_learns_synthetic_data(data):
 
 
 def test_precision_auto_is_bf16_on_cuda_and_fp32_elsewhere():
-    from lth_ray.train import resolve_precision
+    from lth_ray.lottery.train import resolve_precision
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
     assert TrainSpec().precision == "auto"
@@ -155,7 +155,7 @@ def test_precision_auto_is_bf16_on_cuda_and_fp32_elsewhere():
 def test_deterministic_switch_is_set_either_way():
     import torch
 
-    from lth_ray.train import set_determinism
+    from lth_ray.lottery.train import set_determinism
 
     had = "CUBLAS_WORKSPACE_CONFIG" in os.environ
     try:
@@ -207,7 +207,7 @@ def test_evaluation_interval_in_iterations(data):
 
 
 def test_evaluation_interval_on_the_fast_path_matches_the_plain_loop(data):
-    from lth_ray.fastpath import FastPathOptions, train_fast
+    from lth_ray.lottery.fastpath import FastPathOptions, train_fast
 
     spec = TrainSpec(lr=1e-2, batch_size=64, device="cpu", eval_every="5it")  # a partial batch
     plain = _train_tiny(data, spec, (2, "ep"))

@@ -124,7 +124,7 @@ def main_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from lth_ray.mps import MpsError, mps_daemon
+    from lth_ray.sweep.mps import MpsError, mps_daemon
 
     try:
         with mps_daemon(args.mps) as started:

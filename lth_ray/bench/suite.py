@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from lth_ray.bench.throughput import StepCase, describe_device, measure, measure_packed
-from lth_ray.config.specs import TrainSpec
-from lth_ray.fastpath import FastPathOptions, use_channels_last
-from lth_ray.mps import HINT as MPS_HINT
-from lth_ray.mps import mps_active
-from lth_ray.train import resolve_precision
+from lth_ray.lottery.fastpath import FastPathOptions, use_channels_last
+from lth_ray.lottery.train import resolve_precision
+from lth_ray.specs import TrainSpec
+from lth_ray.sweep.mps import HINT as MPS_HINT
+from lth_ray.sweep.mps import mps_active
 
 # Throughput targets on one H100-class card (the printout says whether this run's device met them).
 TARGET_SINGLE_X_NAIVE = 3.0

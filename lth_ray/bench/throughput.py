@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from lth_ray.config.specs import ModelSpec, TrainSpec
-from lth_ray.data import DataSplits
-from lth_ray.fastpath import FastPathOptions, build_program, graph_available
-from lth_ray.models import build_model
-from lth_ray.pruning import apply_masks, dense_masks
-from lth_ray.train import make_optimizer, plain_step, set_precision
+from lth_ray.lottery.data import DataSplits
+from lth_ray.lottery.fastpath import FastPathOptions, build_program, graph_available
+from lth_ray.lottery.models import build_model
+from lth_ray.lottery.pruning import apply_masks, dense_masks
+from lth_ray.lottery.train import make_optimizer, plain_step, set_precision
+from lth_ray.specs import ModelSpec, TrainSpec
 
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10

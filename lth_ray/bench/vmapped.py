@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.config.specs import TrainSpec
-from lth_ray.fastpath import StepProgram, _autocast, make_fast_optimizer
-from lth_ray.pruning import Masks
-from lth_ray.train import masked_update
+from lth_ray.lottery.fastpath import StepProgram, _autocast, make_fast_optimizer
+from lth_ray.lottery.pruning import Masks
+from lth_ray.lottery.train import masked_update
+from lth_ray.specs import TrainSpec
 
 
 class VmapProgram(StepProgram):

@@ -1,13 +1,12 @@
 """An ablation's configuration, in layers where the smaller knows less.
 
-- `specs`: the typed dataclasses with one-line docs, and the step-string parsers; plain data, no
-  imports from the rest of the package (models, data and training import it).
-- `errors`: ConfigError, the one error type of a bad ablation.
-- `load`: a strict YAML reader, `--set` overrides, and type coercion of raw mappings into specs.
-- `validate`: what a value means (ranges, finite numbers, cross-field rules); registry names are
-  checked by the registries themselves (`Registry.check`).
-- `grid`: the sweep's axes and arms, their product, and the names and tags of the trials.
+The typed dataclasses themselves are `lth_ray.specs` (the ground floor, which the science imports);
+this package turns files into them and checks them against the science below it:
 
-This package's `__init__` imports nothing, so importing `lth_ray.config.specs` from the bottom of
-the package never pulls in the registries above it.
+- `errors`: ConfigError, the one error type of a bad ablation.
+- `coerce`: raw YAML values into the specs' types, naming the field on failure.
+- `load`: a strict YAML reader, `--set` overrides, plugins, and coercion of raw mappings into specs.
+- `validate`: what a value means (ranges, cross-field rules, registry names via `Registry.check`).
+- `feasible`: checks that need the model (built on the meta device) and the data's shape.
+- `grid`: the sweep's axes and arms, their product, and the names and tags of the trials.
 """

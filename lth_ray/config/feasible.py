@@ -1,7 +1,7 @@
 """Checks that need the model and the data's shape, run before anything trains.
 
 The model is built on the meta device (shapes only: no weights, no memory) and the data's shape comes
-from the config where the reader registered one (`lth_ray.datasets.SHAPES`), so `--dry-run` catches a
+from the config where the reader registered one (`lth_ray.lottery.datasets.SHAPES`), so `--dry-run` catches a
 width that empties a layer, an `exclude` naming no layer, more rounds than weights, a split larger
 than the data, or a rewind point in iterations past a round 0 counted in epochs.
 """
@@ -14,7 +14,7 @@ import functools
 import math
 
 from lth_ray.config.errors import ConfigError
-from lth_ray.config.specs import DatasetSpec, ModelSpec, TrialConfig
+from lth_ray.specs import DatasetSpec, ModelSpec, TrialConfig
 
 NOMINAL_SHAPE = (
     3,
@@ -27,7 +27,7 @@ NOMINAL_SHAPE = (
 def _meta_model(spec: tuple, input_shape: tuple[int, int, int], num_classes: int):
     import torch
 
-    from lth_ray.models import MODELS
+    from lth_ray.lottery.models import MODELS
 
     model_spec = ModelSpec(*spec)
     with torch.device("meta"):
@@ -41,7 +41,7 @@ def _model(spec: ModelSpec, input_shape, num_classes):
 def train_size(d: DatasetSpec) -> int | None:
     """Training examples after the validation split and `train_limit`, when the config fixes the
     data's size (a registered shape), else None."""
-    from lth_ray.datasets import SHAPES
+    from lth_ray.lottery.datasets import SHAPES
 
     if d.name not in SHAPES:
         return None
@@ -50,7 +50,7 @@ def train_size(d: DatasetSpec) -> int | None:
 
 
 def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
-    from lth_ray.datasets import SHAPES
+    from lth_ray.lottery.datasets import SHAPES
 
     d = cfg.dataset
     shape = SHAPES.get(d.name)(d) if d.name in SHAPES else None
@@ -81,7 +81,7 @@ def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
     _check_width(cfg, input_shape, classes, file)
     _check_pruning(cfg, model, file)
     if n_train is not None:
-        from lth_ray.lottery import schedule_problem
+        from lth_ray.lottery.trial import schedule_problem
 
         problem = schedule_problem(cfg, n_train)
         if problem:
@@ -90,7 +90,7 @@ def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
 
 def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) -> None:
     """Every hidden layer keeps at least one unit at this width (no silent 1-unit layers)."""
-    from lth_ray.models import weight_layers
+    from lth_ray.lottery.models import weight_layers
 
     width = cfg.model.width
     if width == 1.0:
@@ -108,8 +108,8 @@ def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) 
 
 
 def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
-    from lth_ray.models import weight_layers
-    from lth_ray.pruning import KINDS, layer_fractions, prunable_names, prune_count
+    from lth_ray.lottery.models import weight_layers
+    from lth_ray.lottery.pruning import KINDS, layer_fractions, prunable_names, prune_count
 
     p = cfg.prune
     layers = weight_layers(model)

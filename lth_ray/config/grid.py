@@ -18,8 +18,8 @@ from typing import Any
 
 from lth_ray.config.coerce import coerce, field_type
 from lth_ray.config.errors import ConfigError
-from lth_ray.config.specs import AblationSpec, TrialConfig, axis_paths
 from lth_ray.config.validate import validate_trial
+from lth_ray.specs import AblationSpec, TrialConfig, axis_paths
 
 # The old grid keys, still accepted: each is the axis of one field.
 ALIASES = {"criteria": "prune.criterion", "seeds": "seed", "prune_rates": "prune.fraction"}

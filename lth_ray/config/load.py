@@ -14,8 +14,8 @@ import yaml
 from lth_ray.config.coerce import build
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials
-from lth_ray.config.specs import AblationSpec, TrialConfig
 from lth_ray.config.validate import validate_sweep, validate_trial
+from lth_ray.specs import AblationSpec, TrialConfig
 
 
 def _duplicate_keys(node: yaml.Node, file: str, path: str = "") -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
-from lth_ray.config.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
+from lth_ray.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
 
 CONTROL_KINDS = ("reinit", "random_mask")
 LAYER_TYPES = ("conv", "fc", "output")
@@ -30,9 +30,9 @@ def _registered(registry, name: str, file: str | None, path: str) -> None:
 
 def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> None:
     """The trial's fields (of a TrialConfig, or of an ablation's base trial)."""
-    from lth_ray.data import DATASETS
-    from lth_ray.models import MODELS
-    from lth_ray.pruning import CRITERIA
+    from lth_ray.lottery.data import DATASETS
+    from lth_ray.lottery.models import MODELS
+    from lth_ray.lottery.pruning import CRITERIA
 
     d, m, t, p = cfg.dataset, cfg.model, cfg.train, cfg.prune
     _registered(DATASETS, d.name, file, "dataset.name")
@@ -161,7 +161,7 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
 
 def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
     """The sweep's own sections: controls, resources, Tune settings, the name."""
-    from lth_ray.pruning import CRITERIA
+    from lth_ray.lottery.pruning import CRITERIA
 
     for kind, n in spec.controls.kinds.items():
         _check(

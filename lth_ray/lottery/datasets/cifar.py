@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import (
+from lth_ray.lottery.datasets.base import (
     DATASETS,
     SHAPES,
     DataShape,
@@ -19,6 +18,7 @@ from lth_ray.datasets.base import (
     download_error,
     missing_error,
 )
+from lth_ray.specs import DatasetSpec
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]

@@ -24,7 +24,7 @@ from mlflow.entities import Metric, Param
 
 from lth_ray import schema
 from lth_ray.config.grid import arm_of, trial_key
-from lth_ray.config.specs import TrialConfig
+from lth_ray.specs import TrialConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

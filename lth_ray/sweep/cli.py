@@ -28,11 +28,11 @@ from lth_ray import schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import load_ablation  # noqa: E402
-from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
-from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
-from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
-from lth_ray.plan import Plan, PlanSearcher  # noqa: E402
-from lth_ray.tracking import (  # noqa: E402
+from lth_ray.specs import AblationSpec, TrialConfig  # noqa: E402
+from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
+from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
+from lth_ray.sweep.plan import Plan, PlanSearcher  # noqa: E402
+from lth_ray.sweep.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
     new_sweep_id,
@@ -163,8 +163,8 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
     """Decode (and cache) each distinct dataset once in the driver: missing files fail here, trials
     hit the cache, and what depends on the data's size (a rewind point in iterations against a
     round 0 in epochs) is checked for every trial before any starts."""
-    from lth_ray.data import DatasetError, load_dataset
-    from lth_ray.lottery import schedule_problem
+    from lth_ray.lottery.data import DatasetError, load_dataset
+    from lth_ray.lottery.trial import schedule_problem
 
     sizes: dict[str, int] = {}
     for t in trials:
@@ -276,7 +276,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    from lth_ray.plan import build_plan
+    from lth_ray.sweep.plan import build_plan
 
     plan = build_plan(trials, share=not args.no_share)
     if args.dry_run:
@@ -285,8 +285,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(trial_table(trials))
         return EXIT_OK
 
-    from lth_ray.data import DatasetError
-    from lth_ray.preflight import check_machine, check_storage, check_tracking
+    from lth_ray.lottery.data import DatasetError
+    from lth_ray.sweep.preflight import check_machine, check_storage, check_tracking
 
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
@@ -346,9 +346,9 @@ def run_tune(
     import ray
     from ray import tune
 
-    from lth_ray.preflight import tracking_server_up
-    from lth_ray.progress import NoResourcesError, SweepProgress, TrialConfigError
-    from lth_ray.trainable import lottery_trainable
+    from lth_ray.sweep.preflight import tracking_server_up
+    from lth_ray.sweep.progress import NoResourcesError, SweepProgress, TrialConfigError
+    from lth_ray.sweep.trainable import lottery_trainable
 
     local = init_ray(args)
     try:
@@ -471,7 +471,3 @@ def run_tune(
         f"http://127.0.0.1:5000/#/experiments/{ctx.experiment_id}/runs?workflowType=machine_learning"
     )
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ static, and forward, loss, backward, grad mask, optimizer step (Adam with captur
 weight mask are recorded once into a CUDA graph and replayed; the host synchronises once per epoch,
 to read the training loss and evaluate.
 
-It computes what the plain loop of `lth_ray.train` computes: the same permutation from the same
+It computes what the plain loop of `lth_ray.lottery.train` computes: the same permutation from the same
 generator, the same masked step (pruned weights exactly 0, Adam's moments never see them), the same
 records. With `graph=False` the very same step runs eagerly, which is how the CPU tests check the
 epoch driver against the plain loop, and where a capture fails the round falls back to it.
@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.config.specs import TrainSpec
-from lth_ray.data import DataSplits
-from lth_ray.pruning import Masks
-from lth_ray.train import (
+from lth_ray.lottery.data import DataSplits
+from lth_ray.lottery.pruning import Masks
+from lth_ray.lottery.train import (
     StateDict,
     TrainResult,
     batches_per_epoch,
@@ -40,6 +39,7 @@ from lth_ray.train import (
     run_epochs,
     set_precision,
 )
+from lth_ray.specs import TrainSpec
 
 log = logging.getLogger(__name__)
 

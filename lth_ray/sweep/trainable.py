@@ -20,15 +20,15 @@ import torch
 from ray import tune
 
 from lth_ray import schema
-from lth_ray.artifacts import write_trial_outputs
 from lth_ray.config.grid import trial_key
 from lth_ray.config.load import trial_from_dict
-from lth_ray.data import DatasetError, load_dataset
-from lth_ray.energy import EnergyMeter
-from lth_ray.lottery import LotteryTrial
-from lth_ray.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
-from lth_ray.tracking import SweepContext, TrialRun
-from lth_ray.trial_store import Store, TrialStore
+from lth_ray.lottery.artifacts import write_trial_outputs
+from lth_ray.lottery.data import DatasetError, load_dataset
+from lth_ray.lottery.trial import LotteryTrial
+from lth_ray.sweep.energy import EnergyMeter
+from lth_ray.sweep.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
+from lth_ray.sweep.store import Store, TrialStore
+from lth_ray.sweep.tracking import SweepContext, TrialRun
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lth_ray.config.specs import ModelSpec
 from lth_ray.registry import Registry
+from lth_ray.specs import ModelSpec
 
 Builder = Callable[[ModelSpec, tuple[int, int, int], int], nn.Module]
 MODELS: Registry[Builder] = Registry("model")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets import DATASETS, DatasetError, RawData, cached
-from lth_ray.datasets.image_folder import is_archive
+from lth_ray.lottery.datasets import DATASETS, DatasetError, RawData, cached
+from lth_ray.lottery.datasets.image_folder import is_archive
+from lth_ray.specs import DatasetSpec
 
 __all__ = [
     "DATASETS",

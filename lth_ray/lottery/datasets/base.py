@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from lth_ray.config.specs import DatasetSpec
 from lth_ray.registry import Registry
+from lth_ray.specs import DatasetSpec
 
 
 @dataclass

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import DATASETS, DatasetError, RawData, cached, missing_error
+from lth_ray.lottery.datasets.base import DATASETS, DatasetError, RawData, cached, missing_error
+from lth_ray.specs import DatasetSpec
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 ARCHIVE_EXTS = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2")

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from lth_ray.lottery import TrialState
-from lth_ray.pruning import Masks
-from lth_ray.train import StateDict
+from lth_ray.lottery.pruning import Masks
+from lth_ray.lottery.train import StateDict
+from lth_ray.lottery.trial import TrialState
 
 FIRST_COLUMNS = [
     "round",

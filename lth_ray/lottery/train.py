@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.config.specs import TrainSpec, parse_steps
-from lth_ray.data import DataSplits
-from lth_ray.optim import KerasAdam
-from lth_ray.pruning import Masks
+from lth_ray.lottery.data import DataSplits
+from lth_ray.lottery.optim import KerasAdam
+from lth_ray.lottery.pruning import Masks
+from lth_ray.specs import TrainSpec, parse_steps
 
 StateDict = dict[str, torch.Tensor]
 
@@ -110,7 +110,7 @@ def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContex
 
 
 def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
-    """The round's optimizer; Adam puts epsilon where `spec.eps_style` says (lth_ray/optim.py)."""
+    """The round's optimizer; Adam puts epsilon where `spec.eps_style` says (lth_ray/lottery/optim.py)."""
     if spec.optimizer == "adam":
         adam = KerasAdam if spec.eps_style == "keras" else torch.optim.Adam
         return adam(
@@ -362,9 +362,9 @@ def train(
 ) -> TrainResult:
     """Train `model` in place under `masks` for `steps` ('ep' or 'it'); data order from `generator`."""
     device = next(model.parameters()).device
-    # -- fast path hook: on CUDA the whole step is one CUDA graph (lth_ray/fastpath.py) ----------
+    # -- fast path hook: on CUDA the whole step is one CUDA graph (lth_ray/lottery/fastpath.py) ----------
     if step_factory is None and device.type == "cuda" and spec.fast_path == "auto":
-        from lth_ray.fastpath import train_fast
+        from lth_ray.lottery.fastpath import train_fast
 
         return train_fast(model, masks, data, spec, steps, generator, rewind_at)
     # -- end of fast path hook ---------------------------------------------------------------------

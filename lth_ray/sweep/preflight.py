@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from lth_ray.config.errors import ConfigError
-from lth_ray.config.specs import AblationSpec, TrialConfig
+from lth_ray.specs import AblationSpec, TrialConfig
 
 HEALTH_TIMEOUT_S = 10.0
 

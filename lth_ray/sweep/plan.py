@@ -24,7 +24,7 @@ from ray.tune.search import Searcher
 
 from lth_ray.config.feasible import train_size
 from lth_ray.config.grid import identity
-from lth_ray.config.specs import TrialConfig, parse_rewind, parse_steps
+from lth_ray.specs import TrialConfig, parse_rewind, parse_steps
 
 KINDS = ("trunk", "ticket", "one_shot", "control")
 
@@ -63,7 +63,7 @@ class Plan:
 
 
 def _iterations_per_epoch(t: TrialConfig) -> float | None:
-    from lth_ray.train import batches_per_epoch
+    from lth_ray.lottery.train import batches_per_epoch
 
     n = train_size(t.dataset)
     return None if n is None else float(batches_per_epoch(max(n, 1), t.train))

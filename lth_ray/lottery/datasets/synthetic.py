@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import DATASETS, SHAPES, DataShape, RawData
+from lth_ray.lottery.datasets.base import DATASETS, SHAPES, DataShape, RawData
+from lth_ray.specs import DatasetSpec
 
 DATA_SEED = 20_190_305
 NOISE = 64.0  # per-pixel noise std, in 0..255 units

@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import torch
 from torch import Tensor, nn
 
-from lth_ray.models import weight_layers
+from lth_ray.lottery.models import weight_layers
 from lth_ray.registry import Registry
 
 Masks = dict[str, Tensor]

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth_ray.config.specs import DatasetSpec
-from lth_ray.datasets.base import (
+from lth_ray.lottery.datasets.base import (
     DATASETS,
     SHAPES,
     DatasetError,
@@ -19,6 +18,7 @@ from lth_ray.datasets.base import (
     download_error,
     missing_error,
 )
+from lth_ray.specs import DatasetSpec
 
 FILES = {
     "train_x": "train-images-idx3-ubyte",

@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
-from lth_ray.config.specs import TrialConfig, parse_rewind, parse_steps
-from lth_ray.data import DataSplits
-from lth_ray.models import build_model, weight_layers
-from lth_ray.pruning import (
+from lth_ray.lottery.data import DataSplits
+from lth_ray.lottery.models import build_model, weight_layers
+from lth_ray.lottery.pruning import (
     CRITERIA,
     Masks,
     ScoreContext,
@@ -43,7 +42,7 @@ from lth_ray.pruning import (
     schedule_remaining,
     sparsity_report,
 )
-from lth_ray.train import (
+from lth_ray.lottery.train import (
     StateDict,
     StepFactory,
     TrainResult,
@@ -56,6 +55,7 @@ from lth_ray.train import (
     steps_to_iterations,
     train,
 )
+from lth_ray.specs import TrialConfig, parse_rewind, parse_steps
 
 CHECKPOINT_VERSION = 1
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -250,27 +249,6 @@ class AblationSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# ----------------------------------------------------------------------------------------------
-# Step strings: '26ep', '25000it', 'init'.
-
-_STEPS = re.compile(r"^(\d+)(ep|it)$")
-
-
-def parse_steps(value: str) -> tuple[int, str]:
-    """'26ep' -> (26, 'ep'); '25000it' -> (25000, 'it')."""
-    m = _STEPS.match(str(value).strip())
-    if not m:
-        raise ValueError(f"expected '<n>ep' or '<n>it', got {value!r}")
-    return int(m.group(1)), m.group(2)
-
-
-def parse_rewind(value: str) -> tuple[int, str] | None:
-    """'init' -> None; '2ep' / '500it' -> (k, unit)."""
-    if str(value).strip() == "init":
-        return None
-    return parse_steps(value)
 
 
 def field_docs(cls: type = AblationSpec, prefix: str = "") -> list[tuple[str, str, str]]:

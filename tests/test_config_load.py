@@ -5,7 +5,8 @@ import pytest
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials, trial_key
 from lth_ray.config.load import load_ablation, trial_from_dict
-from lth_ray.specs import field_docs, parse_rewind, parse_steps
+from lth_ray.lottery.schedule import parse_rewind, parse_steps
+from lth_ray.specs import field_docs
 
 ABLATIONS = Path(__file__).resolve().parents[1] / "ablations"
 

@@ -14,6 +14,7 @@ import torch
 
 from lth_ray.lottery.data import load_dataset
 from lth_ray.lottery.fastpath import FastPathOptions, StepProgram, build_program, train_fast
+from lth_ray.lottery.fit import fit
 from lth_ray.lottery.models import build_model
 from lth_ray.lottery.pruning import apply_masks, dense_masks
 from lth_ray.lottery.train import make_optimizer, train
@@ -183,7 +184,7 @@ def test_train_keeps_the_plain_path_on_cpu(data, monkeypatch):
 
     monkeypatch.setattr(lth_ray.lottery.fastpath, "train_fast", boom)
     model, masks = _model_and_masks()
-    result = train(
+    result = fit(
         model,
         masks,
         data,
@@ -195,7 +196,7 @@ def test_train_keeps_the_plain_path_on_cpu(data, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
-# On a GPU: `train` takes the graphed fast path (rounds compared in detail: test_fastpath_checks.py).
+# On a GPU: `fit` takes the graphed fast path (rounds compared in detail: test_fastpath_checks.py).
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -207,7 +208,7 @@ def test_train_dispatches_to_the_graph_on_cuda(data):
     masks = {k: v.cuda() for k, v in masks.items()}
     spec = TrainSpec(batch_size=32, lr=1e-3)
     gen = torch.Generator().manual_seed(5)
-    graphed = train(model, masks, data.to("cuda"), spec, (2, "ep"), gen)
+    graphed = fit(model, masks, data.to("cuda"), spec, (2, "ep"), gen)
     model2, masks2 = _model_and_masks()
     plain = train(
         model2.cuda(),

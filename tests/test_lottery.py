@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import lth_ray.lottery.trial as lottery
+from lth_ray.lottery import schedule
 from lth_ray.lottery.data import load_dataset
 from lth_ray.lottery.pruning import prune_count, schedule_remaining
 from lth_ray.lottery.trial import LotteryTrial
@@ -88,13 +89,13 @@ def test_one_shot_scores_the_dense_weights(data):
 def capture_start_weights(monkeypatch):
     """Record the weights each training run starts from."""
     starts = []
-    real_train = lottery.train
+    real_train = lottery.fit
 
     def spy(model, masks, *args, **kwargs):
         starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real_train(model, masks, *args, **kwargs)
 
-    monkeypatch.setattr(lottery, "train", spy)
+    monkeypatch.setattr(lottery, "fit", spy)
     return starts
 
 
@@ -245,13 +246,13 @@ def test_records_have_the_promised_fields(data):
 def capture_masks(monkeypatch):
     """Record the masks each training run trains under."""
     masks = []
-    real_train = lottery.train
+    real_train = lottery.fit
 
     def spy(model, m, *args, **kwargs):
         masks.append({k: v.detach().clone().cpu() for k, v in m.items()})
         return real_train(model, m, *args, **kwargs)
 
-    monkeypatch.setattr(lottery, "train", spy)
+    monkeypatch.setattr(lottery, "fit", spy)
     return masks
 
 
@@ -353,10 +354,10 @@ def test_late_rewinding_trains_the_remaining_steps(data):
     full = LotteryTrial(with_changes(cfg, **{"prune.rewind_budget": "full"}), data)
     full.run()
     assert [r["epochs"] for r in full.state.history] == [2, 3]
-    per_epoch = lottery.batches_per_epoch(len(data.train_x), cfg.train)
+    per_epoch = schedule.batches_per_epoch(len(data.train_x), cfg.train)
     mixed = with_changes(cfg, **{"prune.rewind": "3it"})
-    assert lottery.round_steps(mixed, 1, len(data.train_x)) == (3 * per_epoch - 3, "it")
-    assert lottery.round_steps(mixed, 0, len(data.train_x)) == (2, "ep")
+    assert schedule.round_steps(mixed, 1, len(data.train_x)) == (3 * per_epoch - 3, "it")
+    assert schedule.round_steps(mixed, 0, len(data.train_x)) == (2, "ep")
 
 
 def test_a_rewind_point_past_round_zero_in_other_units_is_refused(data):

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth_ray.lottery.fastpath import StepProgram, _autocast, make_fast_optimizer
+from lth_ray.lottery.fastpath import StepProgram, make_fast_optimizer
 from lth_ray.lottery.pruning import Masks
-from lth_ray.lottery.train import masked_update
+from lth_ray.lottery.train import autocast, masked_update
 from lth_ray.specs import TrainSpec
 
 
@@ -84,7 +84,7 @@ class VmapProgram(StepProgram):
         idx = self.perm[:, (self.offset + self.arange) % n]  # [M, B]
         self.offset += self.batch_size
         xb, yb = self.x[idx], self.y[idx]  # [M, B, C, H, W], [M, B]
-        with _autocast(self.spec, self.device):
+        with autocast(self.spec, self.device, cache=False):
             logits = self._forward(self.params, self.buffers, xb)  # [M, B, classes]
         losses = (
             F.cross_entropy(logits.float().flatten(0, 1), yb.flatten(), reduction="none")

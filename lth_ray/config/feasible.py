@@ -81,7 +81,7 @@ def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
     _check_width(cfg, input_shape, classes, file)
     _check_pruning(cfg, model, file)
     if n_train is not None:
-        from lth_ray.lottery.trial import schedule_problem
+        from lth_ray.lottery.schedule import schedule_problem
 
         problem = schedule_problem(cfg, n_train)
         if problem:

@@ -304,11 +304,18 @@ def _named(t: TrialConfig, stem: list[str], arm: list[str]) -> TrialConfig:
     return t
 
 
+def arm_kind(t: TrialConfig) -> str:
+    """'ticket', 'one_shot' or 'control': what a trial computes (the plan's unit kinds)."""
+    if t.prune.control != "none":
+        return "control"
+    return "one_shot" if t.prune.schedule == "one_shot" else "ticket"
+
+
 def arm_of(t: TrialConfig) -> str:
     """'ticket', 'one_shot', 'reinit', 'random_mask' (with the control's index when repeated)."""
-    if t.prune.control != "none":
-        return t.prune.control + (f"#{t.prune.control_index}" if t.prune.control_index else "")
-    return "one_shot" if t.prune.schedule == "one_shot" else "ticket"
+    if arm_kind(t) != "control":
+        return arm_kind(t)
+    return t.prune.control + (f"#{t.prune.control_index}" if t.prune.control_index else "")
 
 
 def trial_key(t: TrialConfig) -> str:

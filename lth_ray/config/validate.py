@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
-from lth_ray.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
+from lth_ray.lottery.schedule import parse_steps, schedule_problem
+from lth_ray.specs import AblationSpec, DatasetSpec, ModelSpec, PruneSpec, TrainSpec, TrialConfig
 
 CONTROL_KINDS = ("reinit", "random_mask")
 LAYER_TYPES = ("conv", "fc", "output")
@@ -29,12 +30,31 @@ def _registered(registry, name: str, file: str | None, path: str) -> None:
 
 
 def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> None:
-    """The trial's fields (of a TrialConfig, or of an ablation's base trial)."""
-    from lth_ray.lottery.data import DATASETS
-    from lth_ray.lottery.models import MODELS
-    from lth_ray.lottery.pruning import CRITERIA
+    """The trial's fields (of a TrialConfig, or of an ablation's base trial), section by section,
+    then what needs the model and the data's shape (`feasible`)."""
+    _check_dataset(cfg.dataset, file)
+    _check_model(cfg.model, file)
+    _check_train(cfg.train, file)
+    _check_prune(cfg.prune, file)
+    problem = schedule_problem(cfg)  # type: ignore[arg-type]  (an ablation's base trial too)
+    if problem:
+        raise ConfigError(file, *problem)
+    _check_eval_every(cfg.train, file)
+    _check_data_source(cfg.dataset, file)
+    p = cfg.prune
+    for kind in p.layer_fractions:
+        _check(
+            kind not in p.exclude,
+            file,
+            f"prune.layer_fractions.{kind}",
+            f"the {kind} layers are excluded (prune.exclude), so this fraction is never used",
+        )
+    check_feasible(cfg, file)
 
-    d, m, t, p = cfg.dataset, cfg.model, cfg.train, cfg.prune
+
+def _check_dataset(d: DatasetSpec, file: str | None) -> None:
+    from lth_ray.lottery.data import DATASETS
+
     _registered(DATASETS, d.name, file, "dataset.name")
     _check(d.val_size >= 1, file, "dataset.val_size", f"expected >= 1, got {d.val_size}")
     _check(
@@ -46,8 +66,16 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
     for lim in ("train_limit", "test_limit"):
         v = getattr(d, lim)
         _check(v is None or v >= 1, file, f"dataset.{lim}", f"expected null or >= 1, got {v}")
+
+
+def _check_model(m: ModelSpec, file: str | None) -> None:
+    from lth_ray.lottery.models import MODELS
+
     _registered(MODELS, m.arch, file, "model.arch")
     _check(m.width > 0, file, "model.width", f"expected > 0, got {m.width}")
+
+
+def _check_train(t: TrainSpec, file: str | None) -> None:
     _check(t.lr > 0, file, "train.lr", f"expected > 0, got {t.lr}")
     _check(t.eps > 0, file, "train.eps", f"expected > 0, got {t.eps}")
     _check(
@@ -71,6 +99,11 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
         except ValueError as e:
             raise ConfigError(file, f"train.{key}", str(e)) from None
         _check(n >= 1, file, f"train.{key}", f"expected at least 1 step, got {getattr(t, key)!r}")
+
+
+def _check_prune(p: PruneSpec, file: str | None) -> None:
+    from lth_ray.lottery.pruning import CRITERIA
+
     _registered(CRITERIA, p.criterion, file, "prune.criterion")
     _check(
         0 < p.fraction < 1,
@@ -101,36 +134,17 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
     _check(
         p.control_index >= 0, file, "prune.control_index", f"expected >= 0, got {p.control_index}"
     )
-    try:
-        rw = parse_rewind(p.rewind)
-    except ValueError as e:
-        raise ConfigError(
-            file, "prune.rewind", f"expected 'init', '<k>ep' or '<k>it', got {p.rewind!r} ({e})"
-        ) from None
-    if rw is not None:
-        first, unit = parse_steps(t.initial)
-        if unit == rw[1]:
-            _check(
-                rw[0] <= first,
-                file,
-                "prune.rewind",
-                f"rewind point {p.rewind!r} lies beyond round 0's training ({t.initial!r})",
-            )
-        later, unit = parse_steps(t.retrain)
-        if unit == rw[1] and p.rewind_budget == "remaining" and p.rounds:
-            _check(
-                rw[0] < later,
-                file,
-                "prune.rewind",
-                f"rewind point {p.rewind!r} leaves no training in later rounds (train.retrain"
-                f" {t.retrain!r}, prune.rewind_budget 'remaining')",
-            )
+
+
+def _check_eval_every(t: TrainSpec, file: str | None) -> None:
     try:
         n, _ = parse_steps(t.eval_every)
     except ValueError as e:
         raise ConfigError(file, "train.eval_every", str(e)) from None
     _check(n >= 1, file, "train.eval_every", f"expected at least 1 step, got {t.eval_every!r}")
-    d = cfg.dataset
+
+
+def _check_data_source(d: DatasetSpec, file: str | None) -> None:
     for key in ("synthetic_train", "synthetic_test"):
         v = getattr(d, key)
         _check(v >= 1, file, f"dataset.{key}", f"expected >= 1, got {v}")
@@ -149,14 +163,6 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
             f"'{root}' does not exist (and dataset.download is false): point --data-root at the"
             " data, or set dataset.download: true",
         )
-    for kind in p.layer_fractions:
-        _check(
-            kind not in p.exclude,
-            file,
-            f"prune.layer_fractions.{kind}",
-            f"the {kind} layers are excluded (prune.exclude), so this fraction is never used",
-        )
-    check_feasible(cfg, file)
 
 
 def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:

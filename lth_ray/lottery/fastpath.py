@@ -15,7 +15,6 @@ epoch driver against the plain loop, and where a capture fails the round falls b
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import warnings
@@ -27,10 +26,11 @@ from torch import nn
 
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.pruning import Masks
+from lth_ray.lottery.schedule import batches_per_epoch
 from lth_ray.lottery.train import (
     StateDict,
     TrainResult,
-    batches_per_epoch,
+    autocast,
     make_optimizer,
     masked_params,
     masked_update,
@@ -65,13 +65,6 @@ def use_channels_last(options: FastPathOptions, spec: TrainSpec, device: torch.d
     if options.channels_last is not None:
         return options.channels_last
     return device.type == "cuda" and resolve_precision(spec.precision, device) == "bf16"
-
-
-def _autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
-    # The autocast weight cache must be off under graph capture; results are the same either way.
-    if resolve_precision(spec.precision, device) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext()
 
 
 def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.optim.Optimizer:
@@ -130,7 +123,7 @@ class StepProgram:
         xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.spec, self.device):
+        with autocast(self.spec, self.device, cache=False):
             logits = self.model(xb)
         loss = F.cross_entropy(logits.float(), yb)
         masked_update(loss, self.optimizer, self.masked)

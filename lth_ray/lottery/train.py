@@ -22,7 +22,8 @@ from torch import nn
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.optim import KerasAdam
 from lth_ray.lottery.pruning import Masks
-from lth_ray.specs import TrainSpec, parse_steps
+from lth_ray.lottery.schedule import batches_per_epoch, parse_steps, steps_to_iterations
+from lth_ray.specs import TrainSpec
 
 StateDict = dict[str, torch.Tensor]
 
@@ -103,9 +104,13 @@ def set_determinism(spec: TrainSpec) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def autocast(spec: TrainSpec, device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(
+    spec: TrainSpec, device: torch.device, cache: bool = True
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the precision resolves to bf16. Under CUDA-graph capture the autocast
+    weight cache must be off (`cache=False`); the results are the same either way."""
     if resolve_precision(spec.precision, device) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -147,17 +152,6 @@ def evaluate(
     model.train(was_training)
     n = max(len(x), 1)
     return loss_sum.item() / n, correct.item() / n
-
-
-def steps_to_iterations(steps: tuple[int, str], batches_per_epoch: int) -> int:
-    n, unit = steps
-    return n * batches_per_epoch if unit == "ep" else n
-
-
-def batches_per_epoch(n_train: int, spec: TrainSpec) -> int:
-    if spec.drop_last:
-        return max(n_train // spec.batch_size, 1)
-    return math.ceil(n_train / spec.batch_size)
 
 
 StepFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
@@ -360,14 +354,9 @@ def train(
     rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
     step_factory: StepFactory | None = None,
 ) -> TrainResult:
-    """Train `model` in place under `masks` for `steps` ('ep' or 'it'); data order from `generator`."""
+    """The plain loop: train `model` in place under `masks` for `steps` ('ep' or 'it'); data order
+    from `generator`. `lottery.fit` chooses between it and the CUDA fast path."""
     device = next(model.parameters()).device
-    # -- fast path hook: on CUDA the whole step is one CUDA graph (lth_ray/lottery/fastpath.py) ----------
-    if step_factory is None and device.type == "cuda" and spec.fast_path == "auto":
-        from lth_ray.lottery.fastpath import train_fast
-
-        return train_fast(model, masks, data, spec, steps, generator, rewind_at)
-    # -- end of fast path hook ---------------------------------------------------------------------
     set_precision(spec, device)
     model.train()
     program = PlainEpoch(model, masks, data, spec, step_factory)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lth_ray.lottery.data import DataSplits
+from lth_ray.lottery.fit import fit
 from lth_ray.lottery.models import build_model, weight_layers
 from lth_ray.lottery.pruning import (
     CRITERIA,
@@ -42,20 +43,18 @@ from lth_ray.lottery.pruning import (
     schedule_remaining,
     sparsity_report,
 )
+from lth_ray.lottery.schedule import parse_rewind, round_steps, schedule_problem
 from lth_ray.lottery.train import (
     StateDict,
     StepFactory,
     TrainResult,
-    batches_per_epoch,
     clone_state,
     evaluate,
     resolve_device,
     resolve_precision,
     set_determinism,
-    steps_to_iterations,
-    train,
 )
-from lth_ray.specs import TrialConfig, parse_rewind, parse_steps
+from lth_ray.specs import TrialConfig
 
 CHECKPOINT_VERSION = 1
 
@@ -72,43 +71,6 @@ def generator(*parts: Any) -> torch.Generator:
 
 def _cpu(state: StateDict | None) -> StateDict | None:
     return None if state is None else {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def round_steps(cfg: TrialConfig, r: int, n_train: int) -> tuple[int, str]:
-    """Training length of round r: `initial` for round 0, `retrain` after; under late rewinding
-    with `rewind_budget: remaining`, the T - k steps left after the rewind point k (the papers)."""
-    if r == 0:
-        return parse_steps(cfg.train.initial)
-    total = parse_steps(cfg.train.retrain)
-    k = parse_rewind(cfg.prune.rewind)
-    if k is None or cfg.prune.rewind_budget == "full":
-        return total
-    if k[1] == total[1]:
-        return total[0] - k[0], total[1]
-    per_epoch = batches_per_epoch(n_train, cfg.train)
-    return steps_to_iterations(total, per_epoch) - steps_to_iterations(k, per_epoch), "it"
-
-
-def schedule_problem(cfg: TrialConfig, n_train: int) -> tuple[str, str] | None:
-    """(field, message) when the rewind point does not fit the training lengths, with the
-    iterations per epoch that this training set gives (units may differ: '5000it' vs '2ep')."""
-    k = parse_rewind(cfg.prune.rewind)
-    if k is None:
-        return None
-    per_epoch = batches_per_epoch(n_train, cfg.train)
-    at = steps_to_iterations(k, per_epoch)
-    first = steps_to_iterations(parse_steps(cfg.train.initial), per_epoch)
-    if at > first:
-        return "prune.rewind", (
-            f"rewind point {cfg.prune.rewind!r} ({at} iterations) lies beyond round 0's training "
-            f"({cfg.train.initial!r} = {first} iterations at {per_epoch} per epoch)"
-        )
-    if cfg.prune.rounds and round_steps(cfg, 1, n_train)[0] < 1:
-        return "prune.rewind", (
-            f"rewind point {cfg.prune.rewind!r} leaves no training in later rounds (train.retrain "
-            f"{cfg.train.retrain!r}, prune.rewind_budget 'remaining'): rewind earlier or retrain longer"
-        )
-    return None
 
 
 @dataclass
@@ -387,7 +349,7 @@ class LotteryTrial:
         masks = {k: v.to(self.device) for k, v in self._branch_masks(r, branch).items()}
         apply_masks(self.model, masks)
         seed, *rest = self._draw(r, branch)
-        return train(
+        return fit(
             self.model,
             masks,
             self.data,

@@ -164,7 +164,7 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
     hit the cache, and what depends on the data's size (a rewind point in iterations against a
     round 0 in epochs) is checked for every trial before any starts."""
     from lth_ray.lottery.data import DatasetError, load_dataset
-    from lth_ray.lottery.trial import schedule_problem
+    from lth_ray.lottery.schedule import schedule_problem
 
     sizes: dict[str, int] = {}
     for t in trials:

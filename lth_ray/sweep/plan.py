@@ -23,8 +23,9 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from lth_ray.config.feasible import train_size
-from lth_ray.config.grid import identity
-from lth_ray.specs import TrialConfig, parse_rewind, parse_steps
+from lth_ray.config.grid import arm_kind, identity
+from lth_ray.lottery import schedule
+from lth_ray.specs import TrialConfig
 
 KINDS = ("trunk", "ticket", "one_shot", "control")
 
@@ -62,29 +63,9 @@ class Plan:
         )
 
 
-def _iterations_per_epoch(t: TrialConfig) -> float | None:
-    from lth_ray.lottery.train import batches_per_epoch
-
-    n = train_size(t.dataset)
-    return None if n is None else float(batches_per_epoch(max(n, 1), t.train))
-
-
-def _epochs(t: TrialConfig, steps: tuple[int, str]) -> float:
-    n, unit = steps
-    if unit == "ep":
-        return float(n)
-    per_epoch = _iterations_per_epoch(t)
-    return n / per_epoch if per_epoch else float(n)  # unknown data size: counted as given
-
-
 def round_epochs(t: TrialConfig) -> tuple[float, float]:
-    """(round 0, each later round) in epochs; later rounds after late rewinding train T - k."""
-    first = _epochs(t, parse_steps(t.train.initial))
-    later = _epochs(t, parse_steps(t.train.retrain))
-    k = parse_rewind(t.prune.rewind)
-    if k is not None and t.prune.rewind_budget == "remaining":
-        later -= _epochs(t, k)
-    return first, later
+    """(round 0, each later round) in epochs, at the training set's size where the config fixes it."""
+    return schedule.round_epochs(t, train_size(t.dataset))
 
 
 def trunk_key(t: TrialConfig) -> str:
@@ -111,7 +92,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
         for t in trials:
             first, later = round_epochs(t)
             mult = 2 if t.prune.control != "none" else 1
-            kind = _kind(t)
+            kind = arm_kind(t)
             units.append(
                 Unit(
                     t.key,
@@ -128,7 +109,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
         trunks.setdefault(trunk_key(t), []).append(t)
     units: list[Unit] = []
     for tid, members in trunks.items():
-        rewinds = sorted({parse_rewind(m.prune.rewind) for m in members} - {None})
+        rewinds = sorted({schedule.parse_rewind(m.prune.rewind) for m in members} - {None})
         first = round_epochs(members[0])[0]
         units.append(
             Unit(
@@ -160,7 +141,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
                 epochs = t.prune.rounds * later * 2
         else:
             epochs = t.prune.rounds * later
-        units.append(Unit(t.key, _kind(t), config, deps, epochs))
+        units.append(Unit(t.key, arm_kind(t), config, deps, epochs))
     # tickets whose per-level masks some control trains from publish them to the storage
     publishers = {u.config["masks_from"] for u in units if "masks_from" in u.config}
     units = [
@@ -170,12 +151,6 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
         for u in units
     ]
     return Plan(units, True, unshared, len(trials))
-
-
-def _kind(t: TrialConfig) -> str:
-    if t.prune.control != "none":
-        return "control"
-    return "one_shot" if t.prune.schedule == "one_shot" else "ticket"
 
 
 class PlanSearcher(Searcher):

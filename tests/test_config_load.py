@@ -25,7 +25,7 @@ SHIPPED = {
     "rewind_conv4": 30,
     "frankle_carbin_conv": 90,
     "precision_study": 10,
-    "fashion_lenet": 36,
+    "fashion_lenet": 60,
 }
 
 
@@ -41,7 +41,7 @@ EPOCHS = {
     "rewind_conv4": (10_930, 11_580),
     "frankle_carbin_conv": (60_500, 103_000),
     "precision_study": (260, 260),
-    "fashion_lenet": (1_521, 2_124),
+    "fashion_lenet": (2_535, 3_540),
 }
 
 

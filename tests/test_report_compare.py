@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lth_ray import schema
-from lth_ray.report.compare import compare, holm, paired
+from lth_ray.report.compare import analyse, compare, holm, paired
 from lth_ray.report.tidy import RunRecord, tidy_trials
 from lth_ray.report.verdict import verdict
 
@@ -86,10 +86,10 @@ def test_ticket_vs_control_level_by_level_on_the_same_seeds():
     half = T975_DF2 * sd / math.sqrt(3)
     assert (row["ci_low_pp"], row["ci_high_pp"]) == pytest.approx((mean - half, mean + half))
     assert row["weights_remaining_pct"] == pytest.approx(80.0)
-    # Holm over the two pruned levels of this comparison
+    # Bonferroni over the two pruned levels of this comparison (it has simultaneous intervals)
     series = c[c["kind"] == "control"].sort_values("round")
     assert list(series["round"]) == [1, 2]  # round 0 (the shared dense net) is not compared
-    assert list(series["p_holm"]) == pytest.approx(holm(series["p"]))
+    assert list(series["p_adj"]) == pytest.approx([min(1.0, 2 * p) for p in series["p"]])
     # the level-vs-dense series of the ticket: round 1 is 5, 3, 1 pp below dense
     dense = c[(c["kind"] == "dense") & (c["control"] == "none") & (c["round"] == 1)].iloc[0]
     assert dense["mean_diff_pp"] == pytest.approx(-3.0) and dense["n"] == 3
@@ -114,7 +114,7 @@ def test_verdict_says_not_enough_seeds_with_one_seed():
         ("magnitude", 0, "none", "iterative"): [0.85, 0.80, 0.60],
         ("magnitude", 0, "reinit", "iterative"): [0.85, 0.70, 0.50],
     }
-    text = "\n".join(verdict(compare(_table(acc))))
+    text = "\n".join(verdict(analyse(_table(acc))))
     assert "not enough seeds to tell" in text
     assert "better" not in text and "falls below" not in text
 
@@ -133,8 +133,8 @@ def test_verdict_reports_only_what_the_intervals_show():
             0.85 + 0.004 * (seed % 2),
             0.50,
         ]
-    text = "\n".join(verdict(compare(_table(acc))))
+    text = "\n".join(verdict(analyse(_table(acc))))
     # level 2: a 20 pp gap on every seed -> significant; level 1: noise -> not claimed
     assert "better at 1 of 2 levels (64%)" in text
-    assert "no significant difference at the other 1" in text
+    assert "inconclusive at the other 1 (the interval includes 0)" in text
     assert "falls below it from 64% on" in text and "down to 80%" in text

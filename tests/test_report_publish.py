@@ -22,6 +22,7 @@ def test_publish_writes_the_folder_and_the_readme_block(tmp_path):
             "--tracking-uri", uri, "--experiment", "abl",
             "--ablation", str(ROOT / "ablations" / "smoke.yaml"), "--out", str(out),
             "--command", "python -m lth_ray.sweep ablations/abl.yaml", "--readme", str(readme),
+            "--allow-unclean",  # these synthetic sweeps record no code state
         ]
     )  # fmt: skip
     assert rc == 0
@@ -36,3 +37,5 @@ def test_publish_writes_the_folder_and_the_readme_block(tmp_path):
     summary = (out / "summary.md").read_text()
     verdict = summary.split("## Verdict", 1)[1].split("Details:", 1)[0].strip()
     assert verdict.splitlines()[0] in text  # the README's verdict is the report's
+    assert "**Not reproducible from a recorded commit: the sweep recorded no code state" in run
+    assert "python -m lth_ray.report.reproduce" in text

@@ -15,7 +15,6 @@ from lth_ray.report.stats import (
     dense_band,
     fmt_level,
     level_stats,
-    matches_dense_level,
     t_interval,
 )
 from lth_ray.report.tidy import RunRecord, latest_per_step, tidy_trials
@@ -47,12 +46,6 @@ def test_accuracy_intervals_stay_within_0_and_100_percent():
 def _levels(accs: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"round": range(len(accs)), "acc_mean_pct": accs,
                          "weights_remaining_pct": [100 * 0.8**r for r in range(len(accs))]})  # fmt: skip
-
-
-def test_matches_dense_is_the_end_of_the_unbroken_run_from_round_one():
-    assert matches_dense_level(_levels([75, 74, 73, 71, 74, 60]), bound=72.5)["round"] == 2
-    assert matches_dense_level(_levels([75, 70, 76, 76]), bound=72.5) is None
-    assert matches_dense_level(_levels([75, 80, 80]), bound=72.5)["round"] == 2
 
 
 def test_chance_collapse_is_the_first_level_below_chance_plus_five_in_round_order():

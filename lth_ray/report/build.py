@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lth_ray.report.compare import compare
+from lth_ray.report.compare import DEFAULT_MARGIN_PP, Analysis, analyse
 from lth_ray.report.compare_plots import comparison_figures
 from lth_ray.report.curves import curves_table, learning_curves
 from lth_ray.report.errors import ReportError
@@ -38,6 +38,7 @@ class Report:
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)  # paired, per level
     verdict: list[str] = field(default_factory=list)  # markdown lines
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per evaluation
+    analysis: Analysis | None = None  # primary tests, non-inferiority, excluded seeds
 
 
 def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
@@ -77,6 +78,8 @@ def build_report(
     hue: str = "criterion",
     every_sweep: bool = False,
     masks: bool = True,
+    margin_pp: float = DEFAULT_MARGIN_PP,
+    primary_range: tuple[float, float] | None = None,
 ) -> Report:
     """Read one sweep from MLflow and write tables and figures to `out_dir` (default reports/<sweep>/).
 
@@ -84,20 +87,27 @@ def build_report(
     sweep without trials). `transport` replaces the HTTP call of the REST bulk reader (tests).
     `hue` is the axis each figure compares with one line per value (a tidy column: criterion,
     prune_rate, or a varying field such as prune.rewind); the other varying axes become panels.
+    `margin_pp`: the non-inferiority margin of "matches dense"; `primary_range`: the weights
+    remaining (%, high and low) the primary tests average over (default: every pruned level).
     """
+    if not margin_pp >= 0:
+        raise ReportError(f"--margin: expected a margin >= 0 percentage points, got {margin_pp}")
     data = load_sweep(tracking_uri, experiment, sweep, transport, every_sweep=every_sweep)
     trials = data.trials
     levels = level_stats(trials)
-    summary = summarize(trials, levels)
+    analysis = analyse(trials, margin_pp, primary_range)
+    summary = summarize(trials, levels, analysis.noninferiority)
     warnings = data.warnings + _data_warnings(trials, levels, summary)
     label = "+".join(r.sweep_id for r in data.refs) or data.ref.sweep_id
     out = Path(out_dir) if out_dir is not None else Path("reports") / label
     out.mkdir(parents=True, exist_ok=True)
     files = write_tables(trials, levels, summary, out)
-    comparisons = compare(trials)
-    comparisons.to_csv(out / "comparisons.csv", index=False, float_format="%.6g")
-    files.append(out / "comparisons.csv")
-    lines = verdict(comparisons)
+    comparisons = analysis.levels
+    for name, table in (("comparisons", comparisons), ("primary", analysis.primary),
+                        ("noninferiority", analysis.noninferiority)):  # fmt: skip
+        table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+        files.append(out / f"{name}.csv")
+    lines = verdict(analysis)
     curves = curves_table(trials, data.curves)
     hue = HUE_ALIASES.get(hue, hue)
     try:
@@ -132,7 +142,36 @@ def build_report(
     for w in warnings:
         log.warning(w)
     return Report(
-        out, files, trials, summary, warnings, levels, figures, comparisons, lines, curves
+        out, files, trials, summary, warnings, levels, figures, comparisons, lines, curves, analysis
+    )
+
+
+def weights_range(text: str) -> tuple[float, float]:
+    """'80:4.5' -> (80.0, 4.5): a range of weights remaining in percent."""
+    try:
+        hi, lo = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected HIGH:LOW weights remaining in %, e.g. 80:4.5, got {text!r}"
+        ) from None
+    if not (0 < lo <= hi <= 100):
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH <= 100, got {text!r}")
+    return hi, lo
+
+
+def add_statistics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN_PP,
+        help="non-inferiority margin of 'matches dense', percentage points of test accuracy "
+        f"(default {DEFAULT_MARGIN_PP:g})",
+    )
+    parser.add_argument(
+        "--primary-range",
+        type=weights_range,
+        help="HIGH:LOW weights remaining (%%) the primary tests average over "
+        "(default: every pruned level of the schedule)",
     )
 
 
@@ -169,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         help="axis compared by the lines of every figure: criterion (default), prune_rate, or a "
         "varying field such as prune.rewind; the other varying axes become panels",
     )
+    add_statistics_options(parser)
     args = parser.parse_args(argv)
     # The CLI owns the console: warnings logged by build_report print once, as "warning: ...".
     logger = logging.getLogger("lth_ray.report")
@@ -185,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             hue=args.hue,
             every_sweep=args.all_sweeps,
             masks=not args.no_masks,
+            margin_pp=args.margin,
+            primary_range=args.primary_range,
         )
     except ReportError as e:
         print(f"lth_ray.report: error: {e}", file=sys.stderr)

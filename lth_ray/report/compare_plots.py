@@ -1,6 +1,7 @@
-"""Figures of the paired comparisons: the difference between two arms against weights remaining,
-with its 95% paired t-interval as a band and zero marked; levels significant after Holm's correction
-are filled markers, the others hollow."""
+"""Figures of the paired comparisons: the difference between two arms at equal sparsity (the common
+grid of weights remaining), with the simultaneous 95% interval over the comparison's levels
+(Bonferroni) as a band and zero marked; a level whose band excludes 0 is a filled marker, the others
+hollow, so marker and band always agree."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lth_ray.report.compare import ALPHA
 from lth_ray.report.plots import STYLE, criterion_palette, format_weights_axis
 
 Y_LABEL = "Difference in test accuracy (pp)"
@@ -25,9 +25,11 @@ def _draw(ax, frame: pd.DataFrame, line: str, palette: dict) -> None:
         color = palette.get(name, "0.3")
         x, y = g["weights_remaining_pct"], g["mean_diff_pp"]
         ax.plot(x, y, color=color, lw=1.6, label=str(name), gid=f"series:{name}")
-        if g["ci_low_pp"].notna().any():
-            ax.fill_between(x, g["ci_low_pp"], g["ci_high_pp"], color=color, alpha=0.18, lw=0)
-        sig = g["p_holm"] < ALPHA
+        if g["ci_adj_low_pp"].notna().any():
+            ax.fill_between(
+                x, g["ci_adj_low_pp"], g["ci_adj_high_pp"], color=color, alpha=0.18, lw=0
+            )
+        sig = g["call"].isin(["better", "worse"])
         ax.scatter(x[sig], y[sig], color=color, s=22, zorder=3)
         ax.scatter(x[~sig], y[~sig], facecolors="white", edgecolors=[color], s=22, zorder=3)
     format_weights_axis(ax, list(frame["weights_remaining_pct"]))
@@ -56,9 +58,13 @@ def diff_figure(panels: list[tuple[str, pd.DataFrame]], line: str, title: str) -
             Line2D([], [], ls="", marker="o", color="0.3"),
             Line2D([], [], ls="", marker="o", markerfacecolor="white", color="0.3"),
         ]
-        labels = [*names, "significant (Holm p < 0.05)", "not significant"]
+        labels = [*names, "interval excludes 0", "inconclusive (interval includes 0)"]
         fig.legend(handles, labels, loc="outside right center", frameon=False)
-        fig.suptitle(f"{title}\nband: 95% paired t-interval across seeds", fontsize=12)
+        fig.suptitle(
+            f"{title}, at equal sparsity\nband: 95% paired t-interval across seeds, simultaneous"
+            " over the levels of each line (Bonferroni)",
+            fontsize=12,
+        )
     return fig
 
 

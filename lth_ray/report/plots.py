@@ -275,18 +275,28 @@ def _span(panel: Panel) -> list[float]:
 
 
 def _acc_ylim(ax, panels: list[Panel]) -> None:
-    """Keep chance in view (collapse is the story) with a little headroom above the best line."""
+    """Fit the axis to the data (bands, dense band, incomplete points) so that effects of a point or
+    two stay visible; the chance line stays only when it falls inside that range."""
     values = [
         v for p in panels for v in p.levels["acc_ci_high_pct"].fillna(p.levels["acc_mean_pct"])
     ]
     values += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
     values += [p.dense.high if p.dense and np.isfinite(p.dense.high) else np.nan for p in panels]
     lows = [v for p in panels for v in p.levels["acc_ci_low_pct"].fillna(p.levels["acc_mean_pct"])]
-    lows += [p.chance_pct for p in panels]
+    lows += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
+    lows += [p.dense.low if p.dense and np.isfinite(p.dense.low) else np.nan for p in panels]
     top = max((v for v in values if np.isfinite(v)), default=math.nan)
     bottom = min((v for v in lows if np.isfinite(v)), default=math.nan)
     if np.isfinite(top) and np.isfinite(bottom):
-        ax.set_ylim(max(0.0, bottom - 4), min(100.0, top + 4))
+        pad = max(0.5, 0.06 * (top - bottom))
+        lo, hi = max(0.0, bottom - pad), min(100.0, top + pad)
+        ax.set_ylim(lo, hi)
+        for a in ax.figure.axes:  # panels share y: drop a chance line no panel can show
+            for line in list(a.get_lines()):
+                if str(line.get_label()).startswith("chance") and not (
+                    lo <= line.get_ydata()[0] <= hi
+                ):
+                    line.remove()
 
 
 # ------------------------------------------------------------------------------------------------

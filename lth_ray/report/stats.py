@@ -11,9 +11,11 @@ Definitions (the README repeats them; summary.md states them in one paragraph):
   trials are listed and marked separately, never averaged in.
 - A level is a pruning round; its weights remaining is the mean over seeds (rounds a criterion skips can
   make seeds differ; the spread is kept in `weights_remaining_spread_pct`).
-- Matches dense: a level's mean accuracy >= the lower bound of the dense (round 0) 95% CI (the dense
-  mean itself when n = 1). Reported level: the sparsest of the unbroken run of matching levels starting
-  at round 1, i.e. where the ticket stops matching for the first time, not a later lucky level.
+- Matches dense: paired non-inferiority at equal sparsity (compare.noninferiority): the lower bound of
+  the 95% paired interval of (level - dense, same seed) is above -margin. Reported level: the sparsest
+  of the unbroken run of such levels from the first pruned one (a fixed sequence), the rule the
+  verdict uses too. One seed gives no interval, hence no match. Largest gain over dense: the level
+  with the largest mean paired difference, with its (unadjusted, selected) 95% interval.
 - Chance collapse: the first level in round order whose mean accuracy < chance + 5 percentage points,
   chance = 100 / num_classes %.
 """
@@ -159,10 +161,13 @@ SUMMARY_COLUMNS = [
     "dense_acc_ci_low_pct",
     "dense_acc_ci_high_pct",
     "dense_acc_sd_pct",
+    "matches_dense_margin_pp",
     "matches_dense_round",
     "matches_dense_weights_remaining_pct",
     "matches_dense_sparsity_pct",
     "best_gain_pp",
+    "best_gain_ci_low_pp",
+    "best_gain_ci_high_pp",
     "best_gain_round",
     "best_gain_weights_remaining_pct",
     "chance_collapse_round",
@@ -184,23 +189,15 @@ def fmt_level(wr: float) -> str:
     return f"{wr:.2g}"
 
 
-def matches_dense_level(levels: pd.DataFrame, bound: float) -> pd.Series | None:
-    """The sparsest level of the unbroken run of levels (from round 1) with mean >= bound."""
-    last = None
-    for _, lv in levels[levels["round"] >= 1].sort_values("round").iterrows():
-        if not lv["acc_mean_pct"] >= bound:
-            break
-        last = lv
-    return last
-
-
 def chance_collapse_level(levels: pd.DataFrame, chance_pct: float) -> pd.Series | None:
     """The first level in round order whose mean accuracy < chance + 5 points."""
     below = levels[levels["acc_mean_pct"] < chance_pct + CHANCE_MARGIN_PP].sort_values("round")
     return None if below.empty else below.iloc[0]
 
 
-def _group_summary(keys: list[str], key: tuple, lv: pd.DataFrame, chance_pct: float) -> dict:
+def _group_summary(
+    keys: list[str], key: tuple, lv: pd.DataFrame, chance_pct: float, vs_dense: pd.DataFrame | None
+) -> dict:
     row = dict(zip(keys, key))
     row["chance_pct"] = chance_pct
     lv = lv.sort_values("round")
@@ -216,19 +213,21 @@ def _group_summary(keys: list[str], key: tuple, lv: pd.DataFrame, chance_pct: fl
         dense_acc_sd_pct=d["acc_sd_pct"],
         early_stop_epoch_dense=d["best_epoch_mean"],
     )
-    bound = d["acc_ci_low_pct"] if d["n"] >= 2 else d["acc_mean_pct"]
-    m = matches_dense_level(lv, bound)
-    if m is not None:
+    if vs_dense is not None and not vs_dense.empty:
+        row["matches_dense_margin_pp"] = vs_dense["margin_pp"].iloc[0]
+        run = vs_dense[vs_dense["matches"]].sort_values("round")
+        if len(run):
+            m = run.iloc[-1]
+            row.update(
+                matches_dense_round=m["round"],
+                matches_dense_weights_remaining_pct=m["weights_remaining_pct"],
+                matches_dense_sparsity_pct=100.0 - m["weights_remaining_pct"],
+            )
+        best = vs_dense.loc[vs_dense["mean_diff_pp"].idxmax()]
         row.update(
-            matches_dense_round=m["round"],
-            matches_dense_weights_remaining_pct=m["weights_remaining_pct"],
-            matches_dense_sparsity_pct=m["sparsity_pct"],
-        )
-    sparse = lv[lv["round"] >= 1]
-    if not sparse.empty:
-        best = sparse.loc[sparse["acc_mean_pct"].idxmax()]
-        row.update(
-            best_gain_pp=best["acc_mean_pct"] - d["acc_mean_pct"],
+            best_gain_pp=best["mean_diff_pp"],
+            best_gain_ci_low_pp=best["ci_low_pp"],
+            best_gain_ci_high_pp=best["ci_high_pp"],
             best_gain_round=best["round"],
             best_gain_weights_remaining_pct=best["weights_remaining_pct"],
         )
@@ -258,9 +257,20 @@ def chance_pct_of(trials: pd.DataFrame) -> float:
     return 100.0 / float(classes.iloc[0]) if len(classes) else math.nan
 
 
-def summarize(trials: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
+def _select(frame: pd.DataFrame | None, keys: list[str], key: tuple) -> pd.DataFrame | None:
+    if frame is None or frame.empty:
+        return None
+    for k, v in zip(keys, key):
+        if k in frame:
+            frame = frame[frame[k].isna()] if pd.isna(v) else frame[frame[k] == v]
+    return frame
+
+
+def summarize(
+    trials: pd.DataFrame, levels: pd.DataFrame, vs_dense: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per group, i.e. per combination of the sweep's axes but the seed (groups with only
-    incomplete trials too)."""
+    incomplete trials too). `vs_dense`: compare.noninferiority's table (matches dense, gains)."""
     rows = []
     keys = group_keys(trials)
     per_trial = trials.drop_duplicates("trial")
@@ -268,7 +278,7 @@ def summarize(trials: pd.DataFrame, levels: pd.DataFrame) -> pd.DataFrame:
         lv = levels
         for k, v in zip(keys, key):
             lv = lv[lv[k] == v] if not pd.isna(v) else lv[lv[k].isna()]
-        row = _group_summary(keys, key, lv, chance_pct_of(g))
+        row = _group_summary(keys, key, lv, chance_pct_of(g), _select(vs_dense, keys, key))
         first = g["control_index"].fillna(0) == 0 if "control_index" in g else True
         row["n_seeds"] = int(((g["status"] == COMPLETE) & first).sum())  # one per seed
         row["n_incomplete"] = int((g["status"] != COMPLETE).sum())

@@ -53,6 +53,11 @@ def _group_name(row, axes: list[str]) -> str:
     )
 
 
+def _margin(summary: pd.DataFrame) -> str:
+    m = summary.get("matches_dense_margin_pp", pd.Series(dtype=float)).dropna()
+    return f"{m.iloc[0]:g}" if len(m) else "–"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return out + ["| " + " | ".join(r) + " |" for r in rows]
@@ -80,7 +85,8 @@ def summary_markdown(
                 "## Verdict",
                 "",
                 *verdict,
-                "Details: comparisons.csv (one row per comparison and level).",
+                "Details: primary.csv (one primary test per comparison), comparisons.csv (one row"
+                " per comparison and level), noninferiority.csv (each level against dense).",
                 "",
             ]
             if verdict
@@ -88,8 +94,12 @@ def summary_markdown(
         ),
         "Test accuracy of the early-stopped weights (minimum validation loss), in %. "
         "95% CI: t-interval across seeds, mean ± t(0.975, n−1)·s/√n, complete trials only. "
-        "*Matches dense*: sparsest level of the unbroken run of levels from round 1 whose mean "
-        "is ≥ the lower bound of the dense 95% CI (the dense mean with one seed). "
+        "*Matches dense*: paired non-inferiority at equal sparsity, the rule the verdict uses: "
+        "a level matches when the lower bound of the 95% paired interval of (level − dense, same "
+        f"seed) is above −δ, δ = {_margin(summary)} pp; reported: the sparsest level of the "
+        "unbroken run of matching levels from the first pruned one (one seed: no interval, no "
+        "match). *Largest gain*: the level with the largest mean paired difference from dense, "
+        "with its 95% interval (unadjusted, a selected level). "
         f"*Collapse*: first level whose mean is below chance + {CHANCE_MARGIN_PP:g} points.",
         "",
         "## Summary",
@@ -99,7 +109,13 @@ def summary_markdown(
     axes = axis_columns(summary)
     for _, s in summary.iterrows():
         gain = (
-            f"{s['best_gain_pp']:+.1f} pp at {fmt_level(s['best_gain_weights_remaining_pct'])}%"
+            f"{s['best_gain_pp']:+.1f} pp"
+            + (
+                f" [{s['best_gain_ci_low_pp']:+.1f}, {s['best_gain_ci_high_pp']:+.1f}]"
+                if _finite(s.get("best_gain_ci_low_pp"))
+                else ""
+            )
+            + f" at {fmt_level(s['best_gain_weights_remaining_pct'])}%"
             if _finite(s["best_gain_pp"])
             else "–"
         )
@@ -137,8 +153,8 @@ def summary_markdown(
             "seeds",
             "dense acc % [95% CI]",
             "seed sd (pp)",
-            "matches dense down to (weights left)",
-            "largest gain over dense",
+            f"matches dense (δ = {_margin(summary)} pp) down to (weights left)",
+            "largest gain over dense [95% CI]",
             f"below chance+{CHANCE_MARGIN_PP:g} from",
             "early-stop epoch: dense → fastest",
         ],

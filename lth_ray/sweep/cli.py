@@ -28,6 +28,7 @@ from lth_ray import schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import load_ablation  # noqa: E402
+from lth_ray.report.provenance import sweep_tags  # noqa: E402
 from lth_ray.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
@@ -317,7 +318,8 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
                 schema.TAG_COMMAND: " ".join(["python -m lth_ray.sweep", *sys.argv[1:]])[:5000],
-            },
+            }
+            | sweep_tags(threads=max(1, int(spec.resources.cpu))),
         )
     print(
         f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"

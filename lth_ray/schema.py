@@ -1,4 +1,5 @@
-"""Names shared by the tracking writer (sweep/trainable) and the report reader.
+"""Names shared by the tracking writer (sweep/trainable) and the report reader, and where the
+tracking store is when nobody says.
 
 One MLflow experiment per ablation; one parent run per sweep; one nested child run per trial.
 Child metrics are logged with step = pruning round (0 = dense). Accuracies are fractions in [0, 1],
@@ -36,6 +37,17 @@ TAG_PRUNE_RATE = "prune_rate"
 TAG_SCHEDULE = "schedule"
 TAG_CONTROL = "control"  # none | reinit | random_mask
 GRID_TAGS = (TAG_CRITERION, TAG_SEED, TAG_PRUNE_RATE, TAG_SCHEDULE, TAG_CONTROL)
+# The trial fields those tags hold: each is the report's column of that name; every other varying
+# field is tagged, and becomes a column, by its dotted path (`prune.rewind`).
+FIELD_TAGS = {
+    "prune.criterion": TAG_CRITERION,
+    "seed": TAG_SEED,
+    "prune.fraction": TAG_PRUNE_RATE,
+    "prune.schedule": TAG_SCHEDULE,
+    "prune.control": TAG_CONTROL,
+}
+# The ablation's older grid keys, each the axis of one field.
+GRID_KEY_ALIASES = {"criteria": "prune.criterion", "seeds": "seed", "prune_rates": "prune.fraction"}
 
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
@@ -72,3 +84,23 @@ ENERGY_METRIC = "energy_wh"
 # Per round (step = round), written after the round's checkpoint and report: the seconds spent on
 # MLflow writes, the checkpoint and Tune's report, i.e. what Ray and MLflow cost each round.
 BOOKKEEPING_METRIC = "bookkeeping_seconds"
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default store
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's default `sqlite:///mlflow.db` here.
+
+    A relative sqlite path or a plain folder (MLflow's file store) is made absolute: Ray runs
+    trials in other working folders, and the report must open the store the sweep wrote.
+    """
+    import os
+    from pathlib import Path
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    elif "://" not in uri:
+        uri = str(Path(uri).resolve())
+    return uri

@@ -222,6 +222,11 @@ class TuneSpec:
 class AblationSpec:
     name: str = doc("ablation", "ablation name: MLflow experiment and storage folder")
     description: str = doc("", "free text shown in the MLflow parent run")
+    plugins: list[str] = doc(
+        [],
+        "modules or .py files (relative to the ablation's folder) that register models, datasets"
+        " or criteria; imported before validation and in every Ray worker",
+    )
     seed: int = doc(0, "base model seed")
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     model: ModelSpec = field(default_factory=ModelSpec)

@@ -14,7 +14,7 @@ from typing import Any
 
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials, trial_key
-from lth_ray.config.load import load_ablation
+from lth_ray.config.load import cli_overrides, load_ablation
 from lth_ray.lottery.artifacts import write_trial_outputs
 from lth_ray.lottery.data import DatasetError, load_dataset
 from lth_ray.lottery.trial import LotteryTrial
@@ -30,13 +30,6 @@ def format_round(record: dict[str, Any], rounds_total: int) -> str:
         f"| best epoch {record['best_epoch']:3d} | {record['train_seconds']:7.1f} s "
         f"| {record['images_per_s']:8.0f} img/s{skip}"
     )
-
-
-def data_overrides(args: argparse.Namespace) -> list[str]:
-    sets = list(args.set or [])
-    if getattr(args, "data_root", None):
-        sets.append(f"dataset.root={args.data_root}")
-    return sets
 
 
 def select_trial(path: str, overrides: list[str], index: int) -> TrialConfig:
@@ -83,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list:
             for i, t in enumerate(
-                expand_trials(load_ablation(args.ablation, data_overrides(args)))
+                expand_trials(
+                    load_ablation(
+                        args.ablation, cli_overrides(args.set, getattr(args, "data_root", None))
+                    )
+                )
             ):
                 print(f"{i:4d}  {trial_key(t)}")
             return 0
-        cfg = select_trial(args.ablation, data_overrides(args), args.index)
+        cfg = select_trial(
+            args.ablation, cli_overrides(args.set, getattr(args, "data_root", None)), args.index
+        )
         t0 = time.perf_counter()
         data = load_dataset(cfg.dataset)
     except (ConfigError, DatasetError) as e:

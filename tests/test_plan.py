@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from lth_ray import schema
 from lth_ray.config.grid import expand_trials
 from lth_ray.config.load import load_ablation
 from lth_ray.sweep import cli as sweep
-from lth_ray.sweep.plan import PlanSearcher, Unit, build_plan, trunk_key
+from lth_ray.sweep.plan import SweepSettings, Unit, build_plan, trunk_key
+from lth_ray.sweep.searcher import PlanSearcher
 from tests.test_sweep import SMOKE, children, workdir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,11 +30,8 @@ def test_criteria_conv4_plan_shares_round_zero_and_tickets():
     control = next(u for u in plan.units if u.kind == "control")
     trunk, ticket = control.deps
     assert units[trunk].kind == "trunk" and units[ticket].kind == "ticket"
-    assert (
-        units[ticket].config["trial"]["prune"]["criterion"]
-        == control.config["trial"]["prune"]["criterion"]
-    )
-    assert control.config["masks_from"] == ticket
+    assert units[ticket].trial["prune"]["criterion"] == control.trial["prune"]["criterion"]
+    assert control.masks_from == ticket
     unshared = build_plan(
         expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml")), share=False
     )
@@ -44,8 +43,8 @@ def test_a_trunk_captures_every_rewind_point_of_its_trials():
     plan = build_plan(expand_trials(load_ablation(ROOT / "ablations" / "rewind_conv4.yaml")))
     trunks = [u for u in plan.units if u.kind == "trunk"]
     assert len(trunks) == 5  # one per seed: criterion and rewind point do not change round 0
-    assert all(u.config["rewinds"] == [[1, "ep"], [2, "ep"]] for u in trunks)
-    assert all(u.config["shared_by"] == 6 for u in trunks)
+    assert all(u.rewinds == ((1, "ep"), (2, "ep")) for u in trunks)
+    assert all(u.shared_by == 6 for u in trunks)
 
 
 def test_trunks_follow_what_round_zero_depends_on():
@@ -58,15 +57,16 @@ def test_trunks_follow_what_round_zero_depends_on():
 
 def test_the_searcher_releases_units_when_their_dependencies_are_done():
     units = [
-        Unit("trunk", "trunk", {"unit": "trunk"}),
-        Unit("ticket", "ticket", {"unit": "trial"}, ("trunk",)),
-        Unit("control", "control", {"unit": "trial"}, ("trunk", "ticket")),
-        Unit("other", "ticket", {"unit": "trial"}, ("trunk",)),
+        Unit("trunk", "trunk", {}),
+        Unit("ticket", "ticket", {}, ("trunk",)),
+        Unit("control", "control", {}, ("trunk", "ticket")),
+        Unit("other", "ticket", {}, ("trunk",)),
     ]
     from lth_ray.sweep.plan import Plan
 
-    s = PlanSearcher(Plan(units, True, 0.0), {"static": 1})
-    assert s.suggest("t1")["unit"] == "trunk"
+    settings = SweepSettings(ctx={}, threads=1, root="unused", shared=True)
+    s = PlanSearcher(Plan(units, True, 0.0), settings)
+    assert s.suggest("t1")["unit"]["kind"] == "trunk"
     assert s.suggest("t2") is None  # everything else waits for the trunk
     s.on_trial_complete("t1")
     assert s.suggest("t3") is not None and s.suggest("t4") is not None  # ticket and other
@@ -75,8 +75,8 @@ def test_the_searcher_releases_units_when_their_dependencies_are_done():
     s.on_trial_complete("t4")
     assert s.suggest("t6") == Searcher.FINISHED
     state = s.get_state()
-    again = PlanSearcher(Plan(units, True, 0.0), {})
-    again.set_state(state)
+    again = PlanSearcher(Plan(units, True, 0.0), settings)
+    again.set_state(json.loads(json.dumps(state)))  # the state is plain JSON
     assert again.failed == {"ticket"} and again.done == {"trunk", "other"}
 
 

@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lth_ray import schema
 from lth_ray.config.coerce import coerce, field_type
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.validate import validate_trial
 from lth_ray.specs import AblationSpec, TrialConfig, axis_paths
 
-# The old grid keys, still accepted: each is the axis of one field.
-ALIASES = {"criteria": "prune.criterion", "seeds": "seed", "prune_rates": "prune.fraction"}
+ALIASES = schema.GRID_KEY_ALIASES  # the older grid keys, still accepted
 BUNDLE_LABEL = "label"  # optional key of a bundle value: its name in trial keys
 # How a field's value reads in a trial key: a short prefix, or the bare value.
 PREFIX = {

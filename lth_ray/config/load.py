@@ -14,6 +14,7 @@ import yaml
 from lth_ray.config.coerce import build
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials
+from lth_ray.config.plugins import Plugin, import_plugins, resolve
 from lth_ray.config.validate import validate_sweep, validate_trial
 from lth_ray.specs import AblationSpec, TrialConfig
 
@@ -114,6 +115,24 @@ def normalize(data: dict[str, Any], file: str | None) -> dict[str, Any]:
     return data
 
 
+def cli_overrides(
+    sets: list[str] | None, data_root: str | None = None, max_concurrent: int | None = None
+) -> list[str]:
+    """`--set` assignments plus the fields a command line names directly (`--data-root`,
+    `--max-concurrent`), in the order they apply."""
+    out = list(sets or [])
+    if data_root:
+        out.append(f"dataset.root={data_root}")
+    if max_concurrent is not None:
+        out.append(f"tune.max_concurrent={max_concurrent}")
+    return out
+
+
+def plugins_of(spec: AblationSpec, path: str | Path) -> list[Plugin]:
+    """The ablation's plugins, file paths resolved against the ablation's folder."""
+    return resolve(spec.plugins, Path(path).parent, str(path))
+
+
 def load_ablation(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AblationSpec:
     """Read, override (`--set a.b=v`), type-check and validate an ablation file and its grid."""
     path = Path(path)
@@ -122,6 +141,7 @@ def load_ablation(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     for assignment in overrides:
         apply_override(data, assignment, file)
     spec = build(AblationSpec, normalize(data, file), "", file)
+    import_plugins(plugins_of(spec, path), file)  # before any registry name is checked
     validate_trial(spec, file)
     validate_sweep(spec, file)
     expand_trials(spec, file)  # every axis value and every combination, before anything runs

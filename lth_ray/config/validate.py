@@ -154,7 +154,11 @@ def _check_data_source(d: DatasetSpec, file: str | None) -> None:
         "dataset.synthetic_classes",
         f"expected >= 2 classes, got {d.synthetic_classes}",
     )
-    if d.name != "synthetic" and not d.download:
+    from lth_ray.lottery.data import DATASETS
+
+    # readers of files under dataset.root carry their sources (`datasets.base.cached`); generated
+    # data (synthetic, a plugin's in-memory sets) needs no root
+    if hasattr(DATASETS.get(d.name), "sources") and not d.download:
         root = Path(d.root).expanduser()
         _check(
             root.exists(),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lth_ray import schema
 from lth_ray.report.compare import DEFAULT_MARGIN_PP, Analysis, analyse
 from lth_ray.report.compare_plots import comparison_figures
 from lth_ray.report.curves import curves_table, learning_curves
@@ -23,7 +24,6 @@ from lth_ray.report.tidy import COMPLETE
 from lth_ray.report.verdict import verdict
 
 log = logging.getLogger(__name__)
-HUE_ALIASES = {"prune.criterion": "criterion", "prune.fraction": "prune_rate"}
 
 
 @dataclass
@@ -109,7 +109,7 @@ def build_report(
         files.append(out / f"{name}.csv")
     lines = verdict(analysis)
     curves = curves_table(trials, data.curves)
-    hue = HUE_ALIASES.get(hue, hue)
+    hue = schema.FIELD_TAGS.get(hue, hue)
     try:
         builder = FigureBuilder(trials, levels, data.ref.sweep_id, hue)
     except ValueError as e:

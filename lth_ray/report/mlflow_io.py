@@ -14,7 +14,6 @@ and metric would be thousands of REST round trips. The reader is chosen from the
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +25,9 @@ from lth_ray import schema
 from lth_ray.report.errors import ReportError
 from lth_ray.report.tidy import RunRecord, tidy_trials
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default store
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 METRIC_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
 PAGE = 1000  # search_runs page size (MLflow's default maximum per page)
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's default sqlite file."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def _scheme(uri: str) -> str:
@@ -384,7 +377,7 @@ def load_sweep(
 
     from lth_ray.report.curves import CURVE_KEYS
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = schema.resolve_tracking_uri(tracking_uri)
     warnings: list[str] = []
     try:
         client = open_client(uri)

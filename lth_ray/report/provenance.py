@@ -17,9 +17,8 @@ import json
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
-
-import lth_ray
 
 PREFIX_CODE = "lth_ray.code."
 PREFIX_NUMERICS = "lth_ray.numerics."
@@ -47,7 +46,15 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_v
 
 
 def package_root() -> Path:
-    return Path(lth_ray.__file__).resolve().parent
+    """The installed lth_ray package's folder (this file is lth_ray/report/provenance.py)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lth_ray")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def source_digest(root: Path | None = None) -> str:
@@ -76,7 +83,7 @@ def code_state(root: Path | None = None) -> dict[str, str]:
     top = _git(pkg, "rev-parse", "--show-toplevel")
     state = {
         "digest": source_digest(pkg),
-        "version": getattr(lth_ray, "__version__", "unknown"),
+        "version": _version(),
         "install": "site-packages" if "site-packages" in pkg.parts else "source tree",
     }
     if top is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lth_ray import schema
 from lth_ray.report.build import add_statistics_options, build_report
-from lth_ray.report.mlflow_io import open_client, resolve_tracking_uri
+from lth_ray.report.mlflow_io import open_client
 from lth_ray.report.provenance import (
     PREFIX_CODE,
     PREFIX_NUMERICS,
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     add_statistics_options(ap)
     args = ap.parse_args(argv)
 
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = schema.resolve_tracking_uri(args.tracking_uri)
     out = Path(args.out)
     client = open_client(uri)
     exp = client.get_experiment_by_name(args.experiment)

@@ -13,15 +13,6 @@ import pandas as pd
 from lth_ray import schema
 
 COMPLETE, INCOMPLETE = "complete", "incomplete"
-# Grid axes that already have a column of their own; every other varying field (tag lth_ray.axes)
-# becomes a column named by its dotted path, e.g. "prune.rewind".
-AXIS_COLUMNS = {
-    "prune.criterion": "criterion",
-    "seed": "seed",
-    "prune.fraction": "prune_rate",
-    "prune.schedule": "schedule",
-    "prune.control": "control",
-}
 # Identity columns first, then the core per-round metrics, then the rest of the per-round metrics, then bookkeeping.
 ID_COLUMNS = ["sweep", "trial", "criterion", "seed", "prune_rate", "schedule", "control", "round"]
 CORE_METRICS = [
@@ -82,7 +73,7 @@ def axis_columns(table: pd.DataFrame) -> list[str]:
 
 def _extra_axes(tags: dict[str, str]) -> list[str]:
     listed = [a for a in tags.get(schema.TAG_AXES, "").split(",") if a]
-    return [a for a in listed if a not in AXIS_COLUMNS]
+    return [a for a in listed if a not in schema.FIELD_TAGS]
 
 
 def latest_per_step(metrics: pd.DataFrame) -> pd.DataFrame:

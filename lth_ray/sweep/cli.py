@@ -27,18 +27,19 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from lth_ray import schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
-from lth_ray.config.load import load_ablation  # noqa: E402
+from lth_ray.config.load import cli_overrides, load_ablation, plugins_of  # noqa: E402
 from lth_ray.report.provenance import sweep_tags  # noqa: E402
 from lth_ray.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
-from lth_ray.sweep.plan import Plan, PlanSearcher  # noqa: E402
+from lth_ray.sweep.plan import Plan, SweepSettings  # noqa: E402
+from lth_ray.sweep.searcher import PlanSearcher  # noqa: E402
+from lth_ray.sweep.store import SweepStore, experiment_root  # noqa: E402
 from lth_ray.sweep.tracking import (  # noqa: E402
     SweepContext,
     find_sweep,
     new_sweep_id,
     prepare_sweep,
-    resolve_tracking_uri,
     rounds_done,
     set_sweep_status,
     set_sweep_tags,
@@ -113,12 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_spec(args: argparse.Namespace) -> AblationSpec:
-    sets = list(args.set)
-    if args.data_root:
-        sets.append(f"dataset.root={args.data_root}")
-    if args.max_concurrent is not None:
-        sets.append(f"tune.max_concurrent={args.max_concurrent}")
-    return load_ablation(args.ablation, sets)
+    return load_ablation(
+        args.ablation, cli_overrides(args.set, args.data_root, args.max_concurrent)
+    )
 
 
 def trial_table(trials: list[TrialConfig]) -> str:
@@ -152,12 +150,6 @@ def absolutize(trial: TrialConfig) -> TrialConfig:
     if t.dataset.cache_dir:
         t.dataset.cache_dir = str(Path(t.dataset.cache_dir).expanduser().resolve())
     return t
-
-
-def storage_root(storage: str, ablation: str) -> str:
-    if "://" in storage:
-        return storage.rstrip("/") + "/" + ablation
-    return str(Path(storage).expanduser().resolve() / ablation)
 
 
 def check_data(trials: list[TrialConfig], file: str) -> None:
@@ -228,27 +220,25 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
 
 def unit_name(trial) -> str:
     """A Tune trial's name: the trial key, or the shared unit's id."""
-    config = trial.config
-    return config.get("unit_id") or config["trial"]["key"]
+    return trial.config["unit"]["id"]
 
 
-def run_report(ctx: SweepContext) -> None:
-    try:
-        from lth_ray.report import build_report
-    except ImportError as e:  # pragma: no cover - the report module ships with the package
-        print(f"report skipped: {e}")
-        return
+def run_report(ctx: SweepContext) -> Path | None:
+    """The sweep's report, attached to its parent run; its folder, or None when it failed."""
+    from lth_ray.report import build_report
+
     try:
         report = build_report(ctx.tracking_uri, experiment=ctx.ablation, sweep=ctx.sweep_id)
     except Exception as e:  # the sweep's results are safe in MLflow either way
         print(
             f"report failed ({type(e).__name__}: {e}); rerun: python -m lth_ray.report --sweep {ctx.sweep_id}"
         )
-        return
+        return None
     from mlflow import MlflowClient
 
     MlflowClient(ctx.tracking_uri).log_artifacts(ctx.parent_run_id, str(report.out_dir), "report")
     print(f"report: {report.out_dir}")
+    return Path(report.out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +279,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from lth_ray.lottery.data import DatasetError
     from lth_ray.sweep.preflight import check_machine, check_storage, check_tracking
 
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    tracking_uri = schema.resolve_tracking_uri(args.tracking_uri)
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     try:
         check_machine(spec, trials, args.ablation, local, args.num_cpus)
@@ -346,11 +336,8 @@ def run_tune(
     # which starts short units one by one. Let every runnable unit queue for a slot.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(16, len(plan.units))))
     import ray
-    from ray import tune
 
-    from lth_ray.sweep.preflight import tracking_server_up
-    from lth_ray.sweep.progress import NoResourcesError, SweepProgress, TrialConfigError
-    from lth_ray.sweep.trainable import lottery_trainable
+    from lth_ray.sweep.progress import NoResourcesError, TrialConfigError
 
     local = init_ray(args)
     try:
@@ -362,11 +349,49 @@ def run_tune(
         return EXIT_CONFIG
     if note:
         print(note)
-    resources = {"cpu": spec.resources.cpu, "gpu": gpu}
+    progress = sweep_progress(args, spec, trials, ctx, tracking_uri, gpu, local)
+    tuner = make_tuner(args, spec, ctx, plan, gpu, progress)
+    if tuner is None:
+        ray.shutdown()
+        return EXIT_CONFIG
+    t0 = time.monotonic()
+    try:
+        results = tuner.fit()
+    except NoResourcesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "no_resources"})
+        ray.shutdown()
+        return EXIT_INCOMPLETE
+    except TrialConfigError as e:  # not a fault: retrying or resuming cannot help
+        print(f"error: {args.ablation}: {e}", file=sys.stderr)
+        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "config_error"})
+        ray.shutdown()
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        results = None
+    complete = complete_trials(results)
+    print(f"{complete}/{len(trials)} trials complete in {time.monotonic() - t0:.1f} s")
+    ray.shutdown()
+    return finish(args, ctx, tracking_uri, len(trials) - complete, interrupted=results is None)
+
+
+def sweep_progress(
+    args: argparse.Namespace,
+    spec: AblationSpec,
+    trials: list[TrialConfig],
+    ctx: SweepContext,
+    tracking_uri: str,
+    gpu: float,
+    local: bool,
+):
+    """The console progress and its watchdogs (missing resources, a tracking server gone)."""
+    import ray
+
+    from lth_ray.sweep.preflight import tracking_server_up
+    from lth_ray.sweep.progress import SweepProgress
+
     request = {"CPU": spec.resources.cpu, "GPU": gpu}
-    trainable = tune.with_resources(lottery_trainable, resources)
-    exp_path = f"{storage_root(args.storage, spec.name)}/{ctx.sweep_id}"
-    progress = SweepProgress(
+    return SweepProgress(
         n_trials=len(trials),
         rounds_per_trial={trial_key(t): t.prune.rounds + 1 for t in trials},
         pending_timeout_s=args.pending_timeout or (300.0 if local else 1800.0),
@@ -382,78 +407,88 @@ def run_tune(
         ),
         done_before=rounds_done(ctx) if args.resume else None,
     )
-    threads = max(1, int(spec.resources.cpu))
-    run_config = tune.RunConfig(
-        name=ctx.sweep_id,
-        storage_path=storage_root(args.storage, spec.name),
-        failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-        verbose=0,
-        callbacks=[progress],
-    )
+
+
+def make_tuner(
+    args: argparse.Namespace,
+    spec: AblationSpec,
+    ctx: SweepContext,
+    plan: Plan,
+    gpu: float,
+    progress,
+):
+    """A new Tuner fed by the plan's searcher, or the interrupted one restored (--resume); None
+    (with the error printed) when there is nothing to restore."""
+    from ray import tune
+
+    from lth_ray.sweep.trainable import lottery_trainable
+
+    trainable = tune.with_resources(lottery_trainable, {"cpu": spec.resources.cpu, "gpu": gpu})
+    store = SweepStore.of_sweep(args.storage, spec.name, ctx.sweep_id)
     if args.resume:
-        if not tune.Tuner.can_restore(exp_path):
+        if not tune.Tuner.can_restore(store.root):
             print(
-                f"error: no Tune state to resume at {exp_path} (is --storage the same as before?)",
+                f"error: no Tune state to resume at {store.root} (is --storage the same as before?)",
                 file=sys.stderr,
             )
-            ray.shutdown()
-            return EXIT_CONFIG
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
+            return None
+        tuner = tune.Tuner.restore(
+            store.root, trainable, resume_unfinished=True, resume_errored=True
+        )
         try:  # Tuner.restore keeps the old run config; put our progress callback back in
             tuner._local_tuner._run_config.callbacks = [progress]
         except AttributeError:
             pass
         set_sweep_status(ctx, "RUNNING")
-    else:
-        static = {
-            "ctx": ctx.to_dict(),
-            "threads": threads,
-            "state_root": f"{exp_path}/trial_state",
-            "units_root": f"{exp_path}/units" if plan.shared else None,
-        }
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=PlanSearcher(plan, static),
-                num_samples=len(plan.units),
-                max_concurrent_trials=spec.tune.max_concurrent or None,
-                reuse_actors=spec.tune.reuse_actors,
-                trial_name_creator=unit_name,
-                trial_dirname_creator=unit_name,
-            ),
-            run_config=run_config,
-        )
+        return tuner
+    settings = SweepSettings(
+        ctx=ctx.to_dict(),
+        threads=max(1, int(spec.resources.cpu)),
+        root=store.root,
+        shared=plan.shared,
+        plugins=[p.to_dict() for p in plugins_of(spec, args.ablation)],
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=PlanSearcher(plan, settings),
+            num_samples=len(plan.units),
+            max_concurrent_trials=spec.tune.max_concurrent or None,
+            reuse_actors=spec.tune.reuse_actors,
+            trial_name_creator=unit_name,
+            trial_dirname_creator=unit_name,
+        ),
+        run_config=tune.RunConfig(
+            name=ctx.sweep_id,
+            storage_path=experiment_root(args.storage, spec.name),
+            failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
+            verbose=0,
+            callbacks=[progress],
+        ),
+    )
 
-    t0 = time.monotonic()
-    interrupted = False
-    try:
-        results = tuner.fit()
-    except NoResourcesError as e:
-        print(f"error: {e}", file=sys.stderr)
-        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "no_resources"})
-        ray.shutdown()
-        return EXIT_INCOMPLETE
-    except TrialConfigError as e:  # not a fault: retrying or resuming cannot help
-        print(f"error: {args.ablation}: {e}", file=sys.stderr)
-        set_sweep_status(ctx, "FAILED", **{"lth_ray.state": "config_error"})
-        ray.shutdown()
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        interrupted, results = True, None
 
+def complete_trials(results) -> int:
+    """Trials (not trunks) that finished every round without an error."""
+    if results is None:
+        return 0
     complete = 0
-    if results is not None:
-        for r in results:
-            if (r.config or {}).get("unit") == "trunk":
-                continue
-            m = r.metrics or {}
-            complete += int(
-                r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2)
-            )
-    unfinished = len(trials) - complete
-    elapsed = time.monotonic() - t0
-    print(f"{complete}/{len(trials)} trials complete in {elapsed:.1f} s")
-    ray.shutdown()
+    for r in results:
+        if (r.config or {}).get("unit", {}).get("kind") == "trunk":
+            continue
+        m = r.metrics or {}
+        complete += int(r.error is None and m.get("rounds_done", -1) == m.get("rounds_total", -2))
+    return complete
+
+
+def finish(
+    args: argparse.Namespace,
+    ctx: SweepContext,
+    tracking_uri: str,
+    unfinished: int,
+    interrupted: bool,
+) -> int:
+    """The sweep's final status, the resume hint where trials are unfinished, and the report."""
     if unfinished or interrupted:
         set_sweep_status(ctx, "KILLED", **{"lth_ray.state": "incomplete"})
         print(

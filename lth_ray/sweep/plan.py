@@ -5,8 +5,8 @@
 - a trial unit per trial (ticket, one-shot, control): its rounds 1..R, starting from its trunk;
 - a control also waits for its ticket, whose per-level masks it trains from instead of recomputing
   the ticket's whole trajectory.
-`PlanSearcher` hands the units to Ray Tune as soon as what they need has finished, so the trials
-still run packed, retried and resumable; no slot waits while runnable work exists. With sharing off
+`searcher.PlanSearcher` hands the units to Ray Tune as soon as what they need has finished, so the
+trials still run packed, retried and resumable; no slot waits while runnable work exists. With sharing off
 (`--no-share`), every trial is one self-contained unit, as a sweep of independent trials.
 """
 
@@ -15,12 +15,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import pickle
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-
-from ray.tune.search import Searcher
 
 from lth_ray.config.feasible import train_size
 from lth_ray.config.grid import arm_kind, identity
@@ -32,11 +29,54 @@ KINDS = ("trunk", "ticket", "one_shot", "control")
 
 @dataclass(frozen=True)
 class Unit:
+    """One unit of work: what the plan schedules and what the trainable receives (through Ray
+    Tune's config as `to_dict()`, plain JSON values)."""
+
     id: str  # the trial key, or "trunk-<hash>"
     kind: str  # trunk | ticket | one_shot | control
-    config: dict[str, Any]  # what the trainable receives (besides the sweep's static settings)
-    deps: tuple[str, ...] = ()
+    trial: dict[str, Any]  # the TrialConfig (a trunk: of its first trial), as to_dict()
+    deps: tuple[str, ...] = ()  # units that must have finished first
     epochs: float = 0.0  # planned training epochs of this unit
+    trunk: str | None = None  # a trial: the unit that trained its round 0
+    masks_from: str | None = None  # a control: the ticket whose per-level masks it trains from
+    publish_masks: bool = False  # a ticket: store each level's mask for its controls
+    rewinds: tuple[tuple[int, str], ...] = ()  # a trunk: every rewind point its trials need
+    shared_by: int = 0  # a trunk: how many trials start from it
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["deps"], d["rewinds"] = list(self.deps), [list(r) for r in self.rewinds]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Unit:
+        return cls(
+            **{
+                **d,
+                "deps": tuple(d.get("deps", ())),
+                "rewinds": tuple((int(n), str(u)) for n, u in d.get("rewinds", ())),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What every unit of a sweep shares: its MLflow context, threads per trial, its storage."""
+
+    ctx: dict[str, Any]  # SweepContext.to_dict()
+    threads: int
+    root: str  # the sweep's storage folder or URI (SweepStore)
+    shared: bool  # units hand on trunks and masks through the storage
+    plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # config.plugins.Plugin
+
+
+def tune_config(unit: Unit, settings: SweepSettings) -> dict[str, Any]:
+    """A unit as Ray Tune's trial config."""
+    return {"unit": unit.to_dict(), "sweep": dataclasses.asdict(settings)}
+
+
+def from_tune_config(config: dict[str, Any]) -> tuple[Unit, SweepSettings]:
+    return Unit.from_dict(config["unit"]), SweepSettings(**config["sweep"])
 
 
 @dataclass
@@ -93,15 +133,7 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
             first, later = round_epochs(t)
             mult = 2 if t.prune.control != "none" else 1
             kind = arm_kind(t)
-            units.append(
-                Unit(
-                    t.key,
-                    kind,
-                    {"unit": "trial", "trial": t.to_dict()},
-                    (),
-                    first + t.prune.rounds * later * mult,
-                )
-            )
+            units.append(Unit(t.key, kind, t.to_dict(), (), first + t.prune.rounds * later * mult))
         return Plan(units, False, unshared, len(trials))
     keys = {identity(t): t.key for t in trials}
     trunks: dict[str, list[TrialConfig]] = {}
@@ -115,102 +147,29 @@ def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
             Unit(
                 tid,
                 "trunk",
-                {
-                    "unit": "trunk",
-                    "unit_id": tid,
-                    "trial": members[0].to_dict(),
-                    "rewinds": [list(r) for r in rewinds],  # type: ignore[arg-type]
-                    "shared_by": len(members),
-                },
-                (),
-                first,
+                members[0].to_dict(),
+                epochs=first,
+                rewinds=tuple(rewinds),  # type: ignore[arg-type]
+                shared_by=len(members),
             )
         )
     for t in trials:
         tid = trunk_key(t)
         _, later = round_epochs(t)
-        config: dict[str, Any] = {"unit": "trial", "trial": t.to_dict(), "trunk": tid}
-        deps: tuple[str, ...] = (tid,)
+        masks_from, deps = None, (tid,)
         if t.prune.control != "none":
             ticket_key = keys.get(identity(_ticket_of(t)))
             if ticket_key is not None:
-                config["masks_from"] = ticket_key
-                deps = (tid, ticket_key)
+                masks_from, deps = ticket_key, (tid, ticket_key)
                 epochs = t.prune.rounds * later
             else:  # its ticket is not in this sweep: the control computes it too
                 epochs = t.prune.rounds * later * 2
         else:
             epochs = t.prune.rounds * later
-        units.append(Unit(t.key, arm_kind(t), config, deps, epochs))
+        units.append(
+            Unit(t.key, arm_kind(t), t.to_dict(), deps, epochs, trunk=tid, masks_from=masks_from)
+        )
     # tickets whose per-level masks some control trains from publish them to the storage
-    publishers = {u.config["masks_from"] for u in units if "masks_from" in u.config}
-    units = [
-        dataclasses.replace(u, config={**u.config, "publish_masks": True})
-        if u.id in publishers
-        else u
-        for u in units
-    ]
+    publishers = {u.masks_from for u in units if u.masks_from}
+    units = [dataclasses.replace(u, publish_masks=u.id in publishers) for u in units]
     return Plan(units, True, unshared, len(trials))
-
-
-class PlanSearcher(Searcher):
-    """Releases each unit to Tune once every unit it depends on has finished (after Tune's own
-    retries); a unit whose dependency failed for good is never started."""
-
-    def __init__(self, plan: Plan, static: dict[str, Any]) -> None:
-        super().__init__()
-        self.units = {u.id: u for u in plan.units}
-        self.order = [u.id for u in plan.units]
-        self.static = static
-        self.issued: dict[str, str] = {}  # Tune trial id -> unit id
-        self.done: set[str] = set()
-        self.failed: set[str] = set()
-
-    def _blocked(self, uid: str) -> bool:
-        deps = self.units[uid].deps
-        return any(d in self.failed or self._blocked(d) for d in deps)
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        started = set(self.issued.values())
-        waiting = False
-        for uid in self.order:
-            if uid in started or uid in self.done:
-                continue
-            if self._blocked(uid):
-                continue
-            if all(d in self.done for d in self.units[uid].deps):
-                self.issued[trial_id] = uid
-                return {**self.static, **self.units[uid].config}
-            waiting = True
-        return None if waiting else Searcher.FINISHED
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        uid = self.issued.get(trial_id)
-        if uid is None:
-            return
-        if error:
-            self.failed.add(uid)
-        else:
-            self.done.add(uid)
-            self.failed.discard(uid)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
-
-    def get_state(self) -> dict:
-        return {
-            "units": self.units,
-            "order": self.order,
-            "static": self.static,
-            "issued": self.issued,
-            "done": self.done,
-            "failed": self.failed,
-        }
-
-    def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)

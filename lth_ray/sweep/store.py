@@ -52,14 +52,46 @@ class Store:
         self.fs.move(path + ".partial", path)
 
 
-class TrialStore:
-    """One trial's resumable state."""
+def experiment_root(storage: str, ablation: str) -> str:
+    """Where Ray Tune keeps an ablation's sweeps (`--storage`, a folder or a URI)."""
+    if "://" in storage:
+        return storage.rstrip("/") + "/" + ablation
+    return str(Path(storage).expanduser().resolve() / ablation)
 
-    def __init__(self, root: str, key: str) -> None:
-        self.store, self.name = Store(root), f"{key}.pt"
 
-    def load(self) -> dict[str, Any] | None:
-        return self.store.load(self.name)
+class SweepStore:
+    """One sweep's storage layout, and the only place that spells a path in it:
 
-    def save(self, state: dict[str, Any]) -> None:
-        self.store.save(self.name, state)
+    <root>/trial_state/<trial key>.pt     a trial's resumable state
+    <root>/units/<trunk id>.pt            a trunk's dense round 0
+    <root>/units/<ticket>/round_XX.pt     a ticket's mask and record at level XX
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._states, self._units = Store(f"{root}/trial_state"), Store(f"{root}/units")
+
+    @classmethod
+    def of_sweep(cls, storage: str, ablation: str, sweep_id: str) -> SweepStore:
+        return cls(f"{experiment_root(storage, ablation)}/{sweep_id}")
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        return self._states.load(f"{key}.pt")
+
+    def save_state(self, key: str, state: dict[str, Any]) -> None:
+        self._states.save(f"{key}.pt", state)
+
+    def has_trunk(self, unit_id: str) -> bool:
+        return self._units.exists(f"{unit_id}.pt")
+
+    def load_trunk(self, unit_id: str) -> Any | None:
+        return self._units.load(f"{unit_id}.pt")
+
+    def save_trunk(self, unit_id: str, result: Any) -> None:
+        self._units.save(f"{unit_id}.pt", result)
+
+    def load_level(self, ticket: str, level: int) -> dict[str, Any] | None:
+        return self._units.load(f"{ticket}/round_{level:02d}.pt")
+
+    def save_level(self, ticket: str, level: int, data: dict[str, Any]) -> None:
+        self._units.save(f"{ticket}/round_{level:02d}.pt", data)

@@ -10,7 +10,6 @@ retry writes on transient "database is locked", and a retried trial reopens its 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import uuid
@@ -41,19 +40,6 @@ EXPERIMENT_KIND_TRAINING = "custom_model_development"
 UNSET_EXPERIMENT_KINDS = frozenset(
     {"", "no_inferred_type", "genai_development_inferred", "custom_model_development_inferred"}
 )
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else MLflow's default `sqlite:///mlflow.db` here.
-
-    A relative sqlite path is made absolute: Ray runs trials in other working folders.
-    """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    elif "://" not in uri:  # a plain folder: MLflow's file store
-        uri = str(Path(uri).resolve())
-    return uri
 
 
 def retry(fn: Callable[[], T], what: str, attempts: int = 12) -> T:
@@ -154,26 +140,23 @@ def prepare_sweep(
 def find_sweep(
     tracking_uri: str, ablation: str, sweep_id: str | None = None
 ) -> SweepContext | None:
-    """The parent run of `sweep_id`, or of the newest sweep of the ablation (for --resume)."""
+    """The parent run of `sweep_id`, or of the newest sweep of the ablation (for --resume): the
+    report's lookup (`report.mlflow_io.find_sweep`), which quotes every value it filters on."""
+    from lth_ray.report.errors import ReportError
+    from lth_ray.report.mlflow_io import find_sweep as locate
+
     client = MlflowClient(tracking_uri)
-    exp = retry(lambda: client.get_experiment_by_name(ablation), "get experiment")
-    if exp is None:
+
+    def lookup():
+        try:
+            return locate(client, ablation, sweep_id)
+        except ReportError:  # no such experiment or sweep: nothing to resume
+            return None
+
+    ref = retry(lookup, "search sweeps")
+    if ref is None or ref.parent_run_id is None:
         return None
-    query = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SWEEP}'"
-    if sweep_id:
-        query += f" and tags.`{schema.TAG_SWEEP}` = '{sweep_id}'"
-    runs = retry(
-        lambda: client.search_runs(
-            [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
-        ),
-        "search sweeps",
-    )
-    if not runs:
-        return None
-    run = runs[0]
-    return SweepContext(
-        tracking_uri, exp.experiment_id, run.info.run_id, run.data.tags[schema.TAG_SWEEP], ablation
-    )
+    return SweepContext(tracking_uri, ref.experiment_id, ref.parent_run_id, ref.sweep_id, ablation)
 
 
 def rounds_done(ctx: SweepContext) -> dict[str, int]:

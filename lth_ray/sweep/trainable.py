@@ -2,7 +2,7 @@
 MLflow run.
 
 After every finished round it saves the trial state (with the child run id) to the sweep's storage
-(`TrialStore`), logs the round to MLflow and reports the round's metrics to Tune. A trial started
+(`SweepStore`), logs the round to MLflow and reports the round's metrics to Tune. A trial started
 again, by a retry or by `--resume`, restores that state and continues at the next round, in the same
 child run. A trial that cannot start because of its configuration or data reports the error instead
 of raising it, so the sweep stops at once rather than retrying it.
@@ -20,14 +20,18 @@ import torch
 from ray import tune
 
 from lth_ray import schema
+from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import trial_key
 from lth_ray.config.load import trial_from_dict
+from lth_ray.config.plugins import import_plugins
 from lth_ray.lottery.artifacts import write_trial_outputs
 from lth_ray.lottery.data import DatasetError, load_dataset
 from lth_ray.lottery.trial import LotteryTrial
+from lth_ray.specs import TrialConfig
 from lth_ray.sweep.energy import EnergyMeter
+from lth_ray.sweep.plan import SweepSettings, Unit, from_tune_config
 from lth_ray.sweep.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
-from lth_ray.sweep.store import Store, TrialStore
+from lth_ray.sweep.store import SweepStore
 from lth_ray.sweep.tracking import SweepContext, TrialRun
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -63,35 +67,42 @@ def log_masks(run: TrialRun, trial: LotteryTrial) -> None:
         run.log_artifacts(folder, "masks")
 
 
-def trunk_unit(config: dict[str, Any]) -> None:
+def start_unit(unit: Unit, settings: SweepSettings) -> tuple[TrialConfig, LotteryTrial] | None:
+    """What every unit does first: pin its threads, import the ablation's plugins, read its trial,
+    load its data, build the trial.
+
+    A config or data error is reported to Tune instead of raised (retrying cannot help); then None."""
+    torch.set_num_threads(settings.threads)
+    try:
+        import_plugins(settings.plugins)
+        cfg = trial_from_dict(unit.trial)
+        return cfg, LotteryTrial(cfg, load_dataset(cfg.dataset))
+    except (ValueError, DatasetError, ConfigError) as e:
+        tune.report({CONFIG_ERROR_KEY: f"{type(e).__name__}: {e}"})
+        return None
+
+
+def trunk_unit(unit: Unit, settings: SweepSettings) -> None:
     """Train a dense round 0 once (every rewind point its trials need) and hand it on."""
-    torch.set_num_threads(int(config.get("threads", 1)))
-    unit_id = config["unit_id"]
-    units = Store(config["units_root"])
-    if not units.exists(f"{unit_id}.pt"):
-        try:
-            cfg = trial_from_dict(config["trial"])
-            trial = LotteryTrial(cfg, load_dataset(cfg.dataset))
-        except (ValueError, DatasetError) as e:
-            tune.report({CONFIG_ERROR_KEY: f"{type(e).__name__}: {e}"})
+    store = SweepStore(settings.root)
+    seconds = 0.0
+    if not store.has_trunk(unit.id):
+        started = start_unit(unit, settings)
+        if started is None:
             return
-        maybe_inject_fault(unit_id, 0)
+        _, trial = started
+        maybe_inject_fault(unit.id, 0)
         t0 = time.perf_counter()
-        result = trial.train_trunk([tuple(r) for r in config.get("rewinds", [])])
-        units.save(f"{unit_id}.pt", result)  # for every trial that starts from it
+        store.save_trunk(unit.id, trial.train_trunk(list(unit.rewinds)))  # for all its trials
         seconds = time.perf_counter() - t0
-    else:
-        seconds = 0.0
-    tune.report(
-        {UNIT_DONE_KEY: 1, "unit_seconds": seconds, "shared_by": config.get("shared_by", 0)}
-    )
+    tune.report({UNIT_DONE_KEY: 1, "unit_seconds": seconds, "shared_by": unit.shared_by})
 
 
-def publish_level(units: Store, key: str, trial: LotteryTrial) -> None:
+def publish_level(store: SweepStore, key: str, trial: LotteryTrial) -> None:
     """A ticket's mask and record at its newest level, for the controls that train from it."""
-    r = trial.state.rounds_done - 1
-    units.save(
-        f"{key}/round_{r:02d}.pt",
+    store.save_level(
+        key,
+        trial.state.rounds_done - 1,
         {
             "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
             "record": trial.state.history[-1],
@@ -99,47 +110,47 @@ def publish_level(units: Store, key: str, trial: LotteryTrial) -> None:
     )
 
 
-def next_round(trial: LotteryTrial, config: dict[str, Any], units: Store | None) -> dict[str, Any]:
+def next_round(trial: LotteryTrial, unit: Unit, store: SweepStore | None) -> dict[str, Any]:
     """The trial's next round: from its trunk (round 0, shared), from its ticket's mask (a control's
     level, shared), or computed here (sharing off, or work no other unit does)."""
     r = trial.state.rounds_done
-    if units is not None and r == 0 and config.get("trunk"):
-        trunk = units.load(f"{config['trunk']}.pt")
+    if store is not None and r == 0 and unit.trunk:
+        trunk = store.load_trunk(unit.trunk)
         if trunk is None:
-            raise RuntimeError(f"trunk {config['trunk']} is not in the sweep's storage")
+            raise RuntimeError(f"trunk {unit.trunk} is not in the sweep's storage")
         return trial.start_from_trunk(trunk)
-    if units is not None and r > 0 and config.get("masks_from"):
-        level = units.load(f"{config['masks_from']}/round_{r:02d}.pt")
+    if store is not None and r > 0 and unit.masks_from:
+        level = store.load_level(unit.masks_from, r)
         if level is None:
-            raise RuntimeError(f"ticket {config['masks_from']} has no level {r} in storage")
+            raise RuntimeError(f"ticket {unit.masks_from} has no level {r} in storage")
         return trial.run_control_round(level["masks"], level["record"])
     return trial.run_round()
 
 
 def lottery_trainable(config: dict[str, Any]) -> None:
-    if config.get("unit") == "trunk":
-        trunk_unit(config)
+    unit, settings = from_tune_config(config)
+    if unit.kind == "trunk":
+        trunk_unit(unit, settings)
         return
-    torch.set_num_threads(int(config.get("threads", 1)))
-    ctx = SweepContext(**config["ctx"])
-    units = Store(config["units_root"]) if config.get("units_root") else None
-    publish = bool(config.get("publish_masks"))
+    ctx = SweepContext(**settings.ctx)
+    store = SweepStore(settings.root)
+    shared = store if settings.shared else None
+    started = start_unit(unit, settings)
+    if started is None:
+        return
+    cfg, trial = started
+    key = trial_key(cfg)
     try:
-        cfg = trial_from_dict(config["trial"])
-        key = trial_key(cfg)
-        store = TrialStore(config["state_root"], key)
-        data = load_dataset(cfg.dataset)
-        trial = LotteryTrial(cfg, data)
-        saved = store.load()
+        saved = store.load_state(key)
         if saved is not None:
             trial.restore(saved["trial"])
-    except (ValueError, DatasetError) as e:  # the config or the data, not a fault: no retry
+    except ValueError as e:  # a state of another configuration: not a fault, no retry
         tune.report({CONFIG_ERROR_KEY: f"{type(e).__name__}: {e}"})
         return
     run_id = saved["mlflow_run_id"] if saved else None
     energy_before = saved.get("energy_wh", 0.0) if saved else 0.0
 
-    run = TrialRun(ctx, cfg, data.num_classes, run_id)
+    run = TrialRun(ctx, cfg, trial.data.num_classes, run_id)
     run.set_tags(
         {
             schema.TAG_DEVICE: trial.runtime["device"],
@@ -165,20 +176,20 @@ def lottery_trainable(config: dict[str, Any]) -> None:
         while not trial.done:
             maybe_inject_fault(key, trial.state.rounds_done)
             t0 = time.perf_counter()
-            record = next_round(trial, config, units)
+            record = next_round(trial, unit, shared)
             t_round = time.perf_counter()
             record["round_seconds"] = t_round - t0
-            if publish and units is not None:  # before the state: a restart never skips it
-                publish_level(units, key, trial)
+            if unit.publish_masks and shared is not None:  # before the state: never skipped
+                publish_level(shared, key, trial)
             energy = energy_before + (meter.wh() or 0.0)
-            store.save(
-                {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy}
+            store.save_state(
+                key, {"trial": trial.checkpoint(), "mlflow_run_id": run.run_id, "energy_wh": energy}
             )
             curve = trial.state.curves[-1]
-            if record["round"] == 0 and config.get("trunk") and units is not None:
-                run.set_tags({schema.TAG_ROUND0_UNIT: config["trunk"]})
-            if record["round"] == 1 and config.get("masks_from") and units is not None:
-                run.set_tags({schema.TAG_MASKS_FROM: config["masks_from"]})
+            if record["round"] == 0 and unit.trunk and shared is not None:
+                run.set_tags({schema.TAG_ROUND0_UNIT: unit.trunk})
+            if record["round"] == 1 and unit.masks_from and shared is not None:
+                run.set_tags({schema.TAG_MASKS_FROM: unit.masks_from})
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
             log_masks(run, trial)

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 FAKE_YAML = Path(__file__).with_name("cluster_fake.yaml")
 SMOKE = ROOT / "ablations" / "smoke.yaml"
+PLUGIN_ABLATION = ROOT / "examples" / "plugin_ablation.yaml"
 BIN = Path(sys.executable).parent
 RAY = shutil.which("ray", path=str(BIN)) or shutil.which("ray") or "ray"
 TRIAL_ACTOR = "ray::ImplicitFunc"  # process title of a Tune function-trainable actor
@@ -563,3 +564,41 @@ def test_smoke_sweep_on_autoscaling_cluster_survives_a_lost_node(
         assert steps == list(range(rounds)), (r.data.tags["lth_ray.trial"], steps)
         assert r.info.status == "FINISHED"
     assert len(list(mlflow_server.artifacts.rglob("round_*.pt"))) >= n_trials * rounds
+
+
+def test_a_plugin_models_trial_runs_on_a_worker_node(
+    fake_cluster: FakeCluster, mlflow_server: MlflowServer
+) -> None:
+    """The driver imports the ablation's plugin for validation; the trials on the worker nodes
+    import it themselves before they build its model."""
+    from mlflow import MlflowClient
+
+    root = fake_cluster.root
+    sets = ["resources.gpu=0.5", "prune.rounds=1", "train.initial=1ep", "grid.seed=[0]"]
+    cmd = [
+        sys.executable, "-m", "lth_ray.sweep", str(PLUGIN_ABLATION),
+        *(a for s in sets for a in ("--set", s)),
+        "--address", fake_cluster.address,
+        "--storage", str(root / "results"),
+        "--tracking-uri", mlflow_server.url,
+        "--no-report",
+        "--pending-timeout", "120",
+    ]  # fmt: skip
+    watcher = Watcher(fake_cluster)
+    threading.Thread(target=watcher.run, daemon=True).start()
+    try:
+        done = subprocess.run(
+            cmd, cwd=root, env=fake_cluster.env, capture_output=True, text=True, timeout=400
+        )
+    finally:
+        watcher.stopped.set()
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "3/3 trials complete" in out, out[-4000:]
+    assert watcher.hosts and not any(n.endswith(HEAD_NODE) for n in watcher.hosts), watcher.hosts
+    client = MlflowClient(mlflow_server.url)
+    exp = client.get_experiment_by_name("plugin_demo")
+    runs = client.search_runs([exp.experiment_id], "tags.`lth_ray.role` = 'trial'")
+    assert {r.data.params["model.arch"] for r in runs} == {"tiny_mlp"}
+    assert {r.data.tags["criterion"] for r in runs} >= {"magnitude_times_movement"}
+    assert all(r.info.status == "FINISHED" for r in runs)

@@ -181,138 +181,217 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def run(plan: Plan, log=print) -> dict[str, Any]:
     """Measure everything in the plan; returns the JSON-ready result (rows, ratios, overhead)."""
-    t_start = time.perf_counter()
-    dev = plan.device
+    s = Session(plan, log)
     torch.set_num_threads(plan.threads)
     cases = plan.cases()
-    out: dict[str, Any] = {"device": describe_device(dev), "plan": _plan_dict(plan), "rows": []}
-    if dev.type == "cuda":
-        out["device"]["mps"] = mps_active()
-    log(
-        f"lth_ray.bench on {out['device']['name']} (torch {torch.__version__}); Conv-4 width {plan.width}, 3x32x32 random inputs, {plan.n_train} images resident"
+    naive = s.row("naive", measure(cases["naive"], s.dev, plan.seconds))
+    singles = {
+        p: s.row("single", measure(c, s.dev, plan.seconds)) for p, c in cases["single"].items()
+    }
+    for c in cases["extra"]:
+        s.row("extra", measure(c, s.dev, plan.seconds))
+    ceilings = [s.row("ceiling", measure(c, s.dev, plan.seconds)) for c in cases["ceiling"]]
+    ceiling = max(ceilings, key=lambda r: r["images_per_s"])
+    default_key = plan.default_key(singles)
+    fastest_key = max(singles, key=lambda p: singles[p]["images_per_s"])
+    packed_cases = [cases["single"][default_key]]
+    if cases["single"][fastest_key] not in packed_cases:
+        packed_cases.append(cases["single"][fastest_key])
+    packed = s.packed(packed_cases)
+    engines = s.engines(packed_cases)
+    default = singles[default_key]
+    ratios = _ratios(naive, ceiling, default, singles, fastest_key, packed, engines)
+    s.out.update(
+        naive=naive["images_per_s"],
+        ceiling=ceiling["images_per_s"],
+        ceiling_case=ceiling["case"]["name"],
+        single=default["images_per_s"],
+        ratios=ratios,
     )
+    if s.dev.type == "cuda":
+        s.out["memory_per_trial_mib"] = {
+            "single_peak_reserved": default.get("peak_reserved_mib"),
+            "packed": {p["case"]["name"]: p.get("device_mib_per_trial") for p in packed},
+            **{
+                kind: {v["case"]["name"]: v.get("device_mib_per_trial") for v in rows}
+                for kind, rows in engines.items()
+            },
+        }
+    s.overhead()
+    s.out["elapsed_s"] = s.elapsed()
+    return s.out
 
-    def row(kind: str, result: dict[str, Any], processes: int = 1) -> dict[str, Any]:
-        r = {"kind": kind, "processes": processes, **result}
-        out["rows"].append(r)
-        mem = f", {r['peak_reserved_mib']:.0f} MiB reserved" if "peak_reserved_mib" in r else ""
+
+class Session:
+    """One benchmark run: its rows as they are measured, its time budget, its printout."""
+
+    def __init__(self, plan: Plan, log) -> None:
+        self.plan, self.log, self.dev = plan, log, plan.device
+        self.t_start = time.perf_counter()
+        self.out: dict[str, Any] = {
+            "device": describe_device(self.dev),
+            "plan": _plan_dict(plan),
+            "rows": [],
+        }
+        if self.dev.type == "cuda":
+            self.out["device"]["mps"] = mps_active()
         log(
+            f"lth_ray.bench on {self.out['device']['name']} (torch {torch.__version__}); Conv-4 width {plan.width}, 3x32x32 random inputs, {plan.n_train} images resident"
+        )
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_start
+
+    def over_budget(self) -> bool:
+        """Past the budget, less what the sweep measurements need."""
+        p = self.plan
+        return p.budget_s is not None and self.elapsed() > p.budget_s - p.sweep_reserve_s
+
+    def row(self, kind: str, result: dict[str, Any], processes: int = 1) -> dict[str, Any]:
+        r = {"kind": kind, "processes": processes, **result}
+        self.out["rows"].append(r)
+        mem = f", {r['peak_reserved_mib']:.0f} MiB reserved" if "peak_reserved_mib" in r else ""
+        self.log(
             f"  {r['case']['name']:<22} {r.get('label', ''):<40} {r.get('images_per_s', 0):>10,.0f} images/s{mem}"
         )
         return r
 
-    naive = row("naive", measure(cases["naive"], dev, plan.seconds))
-    singles = {p: row("single", measure(c, dev, plan.seconds)) for p, c in cases["single"].items()}
-    for c in cases["extra"]:
-        row("extra", measure(c, dev, plan.seconds))
-    ceilings = [row("ceiling", measure(c, dev, plan.seconds)) for c in cases["ceiling"]]
-    ceiling = max(ceilings, key=lambda r: r["images_per_s"])
-    default_key = plan.default_key(singles)
-    default = singles[default_key]
-    fastest_key = max(singles, key=lambda p: singles[p]["images_per_s"])
-
-    packed_cases = [cases["single"][default_key]]
-    if cases["single"][fastest_key] not in packed_cases:
-        packed_cases.append(cases["single"][fastest_key])
-    packed: list[dict[str, Any]] = []
-    for case in packed_cases:
-        for n in plan.packed:
-            if (
-                plan.budget_s is not None
-                and time.perf_counter() - t_start > plan.budget_s - plan.sweep_reserve_s
-            ):
-                log(f"  packed x{n} {case.name}: skipped (time budget of {plan.budget_s:.0f} s)")
-                continue
-            left = (
-                300.0 if plan.budget_s is None else plan.budget_s - (time.perf_counter() - t_start)
-            )
-            res = measure_packed(
-                case,
-                n,
-                dev,
-                plan.seconds,
-                timeout=max(30.0, min(300.0, left)),
-                threads=plan.threads,
-            )
-            res.setdefault("case", {"name": case.name})
-            if "error" in res:
-                log(f"  packed x{n} {case.name}: failed: {res['error']}")
-                out["rows"].append({"kind": "packed", **res})
-                continue
-            if dev.type == "cuda":  # processes share the GPU side by side only under MPS
-                res["mps"] = out["device"]["mps"]
-                res["label"] += ", MPS" if res["mps"] else ", time-sliced (no MPS)"
-            res["case"] = {
-                **res["case"],
-                "name": f"packed x{n} {case.precision}{'+cl' if case.channels_last else ''}",
-            }
-            packed.append(row("packed", res, n))
-
-    # The one-process alternatives to packing processes: M trials vmapped into one program, or M
-    # graphed programs on M CUDA streams of one process.
-    engines: dict[str, list[dict[str, Any]]] = {"streams": [], "vmap": []}
-    for kind, sizes in (("streams", plan.streams), ("vmap", plan.vmap)):
-        # vmap runs NCHW only: the channels_last twin of a case would repeat the same measurement
-        kind_cases = packed_cases if kind == "streams" else _unique_nchw(packed_cases)
-        for case in kind_cases:
-            for m in sizes:
-                ecase = dataclasses.replace(
-                    case,
-                    name=f"{kind} x{m} {case.precision}{'+cl' if case.channels_last else ''}",
-                    kind=kind,
-                    models=m,
-                )
-                if (
-                    plan.budget_s is not None
-                    and time.perf_counter() - t_start > plan.budget_s - plan.sweep_reserve_s
-                ):
-                    log(f"  {ecase.name}: skipped (time budget of {plan.budget_s:.0f} s)")
-                    continue
-                try:
-                    res = measure(ecase, dev, plan.seconds)
-                except Exception as e:  # e.g. an op without a batching rule on this torch
-                    log(f"  {ecase.name}: failed: {type(e).__name__}: {e}")
-                    out["rows"].append(
-                        {
-                            "kind": kind,
-                            "case": {"name": ecase.name},
-                            "error": f"{type(e).__name__}: {e}",
-                        }
+    def packed(self, cases: list[StepCase]) -> list[dict[str, Any]]:
+        """N trial processes of each case side by side (on CUDA, sharing one GPU)."""
+        plan, rows = self.plan, []
+        for case in cases:
+            for n in plan.packed:
+                if self.over_budget():
+                    self.log(
+                        f"  packed x{n} {case.name}: skipped (time budget of {plan.budget_s:.0f} s)"
                     )
                     continue
-                if "peak_reserved_mib" in res:
-                    res["device_mib_per_trial"] = res["peak_reserved_mib"] / m
-                engines[kind].append(row(kind, res))
+                left = 300.0 if plan.budget_s is None else plan.budget_s - self.elapsed()
+                res = measure_packed(
+                    case,
+                    n,
+                    self.dev,
+                    plan.seconds,
+                    timeout=max(30.0, min(300.0, left)),
+                    threads=plan.threads,
+                )
+                res.setdefault("case", {"name": case.name})
+                if "error" in res:
+                    self.log(f"  packed x{n} {case.name}: failed: {res['error']}")
+                    self.out["rows"].append({"kind": "packed", **res})
+                    continue
+                if self.dev.type == "cuda":  # processes share the GPU side by side only under MPS
+                    res["mps"] = self.out["device"]["mps"]
+                    res["label"] += ", MPS" if res["mps"] else ", time-sliced (no MPS)"
+                res["case"] = {
+                    **res["case"],
+                    "name": f"packed x{n} {case.precision}{'+cl' if case.channels_last else ''}",
+                }
+                rows.append(self.row("packed", res, n))
+        return rows
 
-    n_iy = naive["images_per_s"]
-    c_iy = ceiling["images_per_s"]
+    def engines(self, cases: list[StepCase]) -> dict[str, list[dict[str, Any]]]:
+        """The one-process alternatives to packing processes: M trials vmapped into one program,
+        or M graphed programs on M CUDA streams of one process."""
+        engines: dict[str, list[dict[str, Any]]] = {"streams": [], "vmap": []}
+        for kind, sizes in (("streams", self.plan.streams), ("vmap", self.plan.vmap)):
+            # vmap runs NCHW only: the channels_last twin of a case would repeat the measurement
+            kind_cases = cases if kind == "streams" else _unique_nchw(cases)
+            for case in kind_cases:
+                for m in sizes:
+                    res = self._engine(kind, case, m)
+                    if res is not None:
+                        engines[kind].append(self.row(kind, res))
+        return engines
+
+    def _engine(self, kind: str, case: StepCase, m: int) -> dict[str, Any] | None:
+        ecase = dataclasses.replace(
+            case,
+            name=f"{kind} x{m} {case.precision}{'+cl' if case.channels_last else ''}",
+            kind=kind,
+            models=m,
+        )
+        if self.over_budget():
+            self.log(f"  {ecase.name}: skipped (time budget of {self.plan.budget_s:.0f} s)")
+            return None
+        try:
+            res = measure(ecase, self.dev, self.plan.seconds)
+        except Exception as e:  # e.g. an op without a batching rule on this torch
+            self.log(f"  {ecase.name}: failed: {type(e).__name__}: {e}")
+            self.out["rows"].append(
+                {"kind": kind, "case": {"name": ecase.name}, "error": f"{type(e).__name__}: {e}"}
+            )
+            return None
+        if "peak_reserved_mib" in res:
+            res["device_mib_per_trial"] = res["peak_reserved_mib"] / m
+        return res
+
+    def overhead(self) -> None:
+        """A short real sweep: Ray + MLflow overhead, then shared work vs --no-share."""
+        plan = self.plan
+        if not plan.sweep:
+            self.out["overhead"] = {"skipped": "--no-sweep"}
+            return
+        from lth_ray.bench.overhead import measure_overhead, measure_sharing
+
+        timeout = 600.0 if plan.budget_s is None else plan.budget_s - self.elapsed()
+        if timeout < 12:
+            self.out["overhead"] = {
+                "skipped": f"only {max(timeout, 0):.0f} s of the time budget left; not measured"
+            }
+            return
+        self.log(
+            f"  sweep (Ray + MLflow overhead): {plan.sweep_trials} trial(s), {plan.sweep_rounds + 1} rounds of {plan.sweep_epochs} epoch(s) ..."
+        )
+        gpu = plan.sweep_gpu if self.dev.type == "cuda" else 0.0
+        self.out["overhead"] = measure_overhead(
+            device=self.dev.type,
+            trials=plan.sweep_trials,
+            epochs=plan.sweep_epochs,
+            rounds=plan.sweep_rounds,
+            gpu=gpu,
+            quick=plan.quick,
+            timeout=timeout,
+        )
+        left = timeout - self.elapsed() if plan.budget_s is not None else 600.0
+        if left > 24:
+            self.log("  sweep with shared work vs --no-share ...")
+            self.out["sharing"] = measure_sharing(
+                device=self.dev.type,
+                epochs=plan.sweep_epochs,
+                rounds=plan.sweep_rounds,
+                gpu=gpu,
+                quick=plan.quick,
+                timeout=left,
+            )
+
+
+def _ratios(naive, ceiling, default, singles, fastest_key, packed, engines) -> dict[str, Any]:
+    """Every throughput as a ratio to the naive loop and to the card's large-batch ceiling."""
+    n_iy, c_iy = naive["images_per_s"], ceiling["images_per_s"]
+
+    def vs(rows: list[dict[str, Any]], size: str, size_of) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r["case"]["name"],
+                size: size_of(r),
+                "vs_naive": _ratio(r["images_per_s"], n_iy),
+                "vs_ceiling": _ratio(r["images_per_s"], c_iy),
+            }
+            for r in rows
+        ]
+
     ratios: dict[str, Any] = {
         "single_vs_naive": _ratio(default["images_per_s"], n_iy),
         "single_vs_ceiling": _ratio(default["images_per_s"], c_iy),
         "fastest_single": fastest_key,
         "fastest_single_vs_naive": _ratio(singles[fastest_key]["images_per_s"], n_iy),
         "fastest_single_vs_ceiling": _ratio(singles[fastest_key]["images_per_s"], c_iy),
-        "packed": [
-            {
-                "name": p["case"]["name"],
-                "processes": p["processes"],
-                "vs_naive": _ratio(p["images_per_s"], n_iy),
-                "vs_ceiling": _ratio(p["images_per_s"], c_iy),
-            }
-            for p in packed
-        ],
+        "packed": vs(packed, "processes", lambda r: r["processes"]),
     }
     best_packed = max(packed, key=lambda p: p["images_per_s"], default=None)
     for kind, rows in engines.items():
-        ratios[kind] = [
-            {
-                "name": v["case"]["name"],
-                "models": v["case"]["models"],
-                "vs_naive": _ratio(v["images_per_s"], n_iy),
-                "vs_ceiling": _ratio(v["images_per_s"], c_iy),
-            }
-            for v in rows
-        ]
+        ratios[kind] = vs(rows, "models", lambda r: r["case"]["models"])
         best = max(rows, key=lambda v: v["images_per_s"], default=None)
         if best:
             ratios[f"best_{kind}"] = best["case"]["name"]
@@ -325,63 +404,7 @@ def run(plan: Plan, log=print) -> dict[str, Any]:
     ratios["best_packed_vs_ceiling"] = (
         _ratio(best_packed["images_per_s"], c_iy) if best_packed else None
     )
-    out.update(
-        naive=naive["images_per_s"],
-        ceiling=c_iy,
-        ceiling_case=ceiling["case"]["name"],
-        single=default["images_per_s"],
-        ratios=ratios,
-    )
-    if dev.type == "cuda":
-        out["memory_per_trial_mib"] = {
-            "single_peak_reserved": default.get("peak_reserved_mib"),
-            "packed": {p["case"]["name"]: p.get("device_mib_per_trial") for p in packed},
-            **{
-                kind: {v["case"]["name"]: v.get("device_mib_per_trial") for v in rows}
-                for kind, rows in engines.items()
-            },
-        }
-
-    if plan.sweep:
-        from lth_ray.bench.overhead import measure_overhead
-
-        timeout = 600.0
-        if plan.budget_s is not None:
-            timeout = plan.budget_s - (time.perf_counter() - t_start)
-        if timeout < 12:
-            out["overhead"] = {
-                "skipped": f"only {max(timeout, 0):.0f} s of the time budget left; not measured"
-            }
-        else:
-            log(
-                f"  sweep (Ray + MLflow overhead): {plan.sweep_trials} trial(s), {plan.sweep_rounds + 1} rounds of {plan.sweep_epochs} epoch(s) ..."
-            )
-            out["overhead"] = measure_overhead(
-                device=dev.type,
-                trials=plan.sweep_trials,
-                epochs=plan.sweep_epochs,
-                rounds=plan.sweep_rounds,
-                gpu=plan.sweep_gpu if dev.type == "cuda" else 0.0,
-                quick=plan.quick,
-                timeout=timeout,
-            )
-            left = timeout - (time.perf_counter() - t_start) if plan.budget_s is not None else 600.0
-            if left > 24:
-                from lth_ray.bench.overhead import measure_sharing
-
-                log("  sweep with shared work vs --no-share ...")
-                out["sharing"] = measure_sharing(
-                    device=dev.type,
-                    epochs=plan.sweep_epochs,
-                    rounds=plan.sweep_rounds,
-                    gpu=plan.sweep_gpu if dev.type == "cuda" else 0.0,
-                    quick=plan.quick,
-                    timeout=left,
-                )
-    else:
-        out["overhead"] = {"skipped": "--no-sweep"}
-    out["elapsed_s"] = time.perf_counter() - t_start
-    return out
+    return ratios
 
 
 def _unique_nchw(cases: list[StepCase]) -> list[StepCase]:

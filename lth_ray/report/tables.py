@@ -72,9 +72,24 @@ def summary_markdown(
     figures: list[str],
     verdict: list[str] | None = None,
 ) -> str:
+    """summary.md: the verdict, the summary table, the per-level tables, what is incomplete."""
     per_trial = trials.drop_duplicates("trial")
+    lines = _header(per_trial, summary, meta, verdict)
+    lines += _summary_table(summary)
+    lines += _level_tables(levels)
+    lines += _incomplete(per_trial)
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f}]({f}.png)" for f in figures] + [""]
+    return "\n".join(lines)
+
+
+def _header(
+    per_trial: pd.DataFrame, summary: pd.DataFrame, meta: dict, verdict: list[str] | None
+) -> list[str]:
     n_inc = int((per_trial["status"] != COMPLETE).sum())
-    lines = [
+    return [
         f"# Lottery-ticket report: sweep `{meta['sweep']}`",
         "",
         f"Experiment `{meta['experiment']}` · {len(per_trial)} trials "
@@ -105,6 +120,9 @@ def summary_markdown(
         "## Summary",
         "",
     ]
+
+
+def _summary_table(summary: pd.DataFrame) -> list[str]:
     rows = []
     axes = axis_columns(summary)
     for _, s in summary.iterrows():
@@ -143,7 +161,7 @@ def summary_markdown(
                 ),
             ]
         )
-    lines += _table(
+    return _table(
         [
             "criterion",
             "rate",
@@ -160,7 +178,10 @@ def summary_markdown(
         ],
         rows,
     )
-    lines += ["", "## Per level", ""]
+
+
+def _level_tables(levels: pd.DataFrame) -> list[str]:
+    lines = ["", "## Per level", ""]
     keys = group_keys(levels)
     for key, lv in levels.groupby(keys, sort=True, dropna=False):
         name = _group_name(dict(zip(keys, key)), axis_columns(levels))
@@ -189,8 +210,12 @@ def summary_markdown(
             ],
         )
         lines.append("")
+    return lines
+
+
+def _incomplete(per_trial: pd.DataFrame) -> list[str]:
     inc = per_trial[per_trial["status"] != COMPLETE]
-    lines += ["## Incomplete trials (listed, marked × in plots, not in the statistics)", ""]
+    lines = ["## Incomplete trials (listed, marked × in plots, not in the statistics)", ""]
     if inc.empty:
         lines += ["None.", ""]
     else:
@@ -207,8 +232,4 @@ def summary_markdown(
             ],
         )
         lines.append("")
-    if warnings:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{f}]({f}.png)" for f in figures] + [""]
-    return "\n".join(lines)
+    return lines

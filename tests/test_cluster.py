@@ -457,6 +457,21 @@ class Watcher:
             time.sleep(0.5)
 
 
+def cluster_sweep(
+    ablation: Path, sets: list[str], cluster: FakeCluster, server: MlflowServer
+) -> list[str]:
+    """The sweep's command line against the fake cluster, tracked by the test's MLflow server."""
+    return [
+        sys.executable, "-m", "lth_ray.sweep", str(ablation),
+        *(a for s in sets for a in ("--set", s)),
+        "--address", cluster.address,
+        "--storage", str(cluster.root / "results"),
+        "--tracking-uri", server.url,
+        "--no-report",
+        "--pending-timeout", "120",
+    ]  # fmt: skip
+
+
 def tune_failures(experiments: Path) -> int:
     """Trial attempts that died, from Tune's own experiment state."""
     total = 0
@@ -478,15 +493,7 @@ def test_smoke_sweep_on_autoscaling_cluster_survives_a_lost_node(
     spec = load_ablation(SMOKE, sets)
     n_trials, rounds = len(expand_trials(spec)), spec.prune.rounds + 1
     root = fake_cluster.root
-    cmd = [
-        sys.executable, "-m", "lth_ray.sweep", str(SMOKE),
-        *(a for s in sets for a in ("--set", s)),
-        "--address", fake_cluster.address,
-        "--storage", str(root / "results"),
-        "--tracking-uri", mlflow_server.url,
-        "--no-report",
-        "--pending-timeout", "120",
-    ]  # fmt: skip
+    cmd = cluster_sweep(SMOKE, sets, fake_cluster, mlflow_server)
     watcher = Watcher(fake_cluster)
     threading.Thread(target=watcher.run, daemon=True).start()
     lines: list[str] = []
@@ -575,15 +582,7 @@ def test_a_plugin_models_trial_runs_on_a_worker_node(
 
     root = fake_cluster.root
     sets = ["resources.gpu=0.5", "prune.rounds=1", "train.initial=1ep", "grid.seed=[0]"]
-    cmd = [
-        sys.executable, "-m", "lth_ray.sweep", str(PLUGIN_ABLATION),
-        *(a for s in sets for a in ("--set", s)),
-        "--address", fake_cluster.address,
-        "--storage", str(root / "results"),
-        "--tracking-uri", mlflow_server.url,
-        "--no-report",
-        "--pending-timeout", "120",
-    ]  # fmt: skip
+    cmd = cluster_sweep(PLUGIN_ABLATION, sets, fake_cluster, mlflow_server)
     watcher = Watcher(fake_cluster)
     threading.Thread(target=watcher.run, daemon=True).start()
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lth_ray.report.stats import accuracy_interval
 from lth_ray.report.tidy import axis_columns
 
 REL_TOL = 1e-9  # a grid point within this relative distance of a trial's range counts as reached
@@ -105,3 +106,26 @@ def not_applicable(points: pd.DataFrame, group: list[str]) -> list[str]:
         " · ".join(str(r[k]) for k in group if k not in ("prune_rate",)) + f": seed {r['seed']}"
         for _, r in bad.iterrows()
     ]
+
+
+def grid_levels(rows: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """One row per group x grid point: the mean and 95% t-interval of accuracy over the group's
+    seeds at equal sparsity (what the figures draw as line and band). A point some applicable seed
+    did not reach has no mean (NaN): averaging only the seeds that got there would favour them.
+    `n` counts the seeds that reached it; seeds that never pruned are left out."""
+    points = on_grid(rows, group)
+    columns = [*group, "round", "weights_remaining_pct", "n", "n_seeds"]
+    stats = ["acc_mean_pct", "acc_ci_low_pct", "acc_ci_high_pct"]
+    if points.empty:
+        return pd.DataFrame(columns=[*columns, *stats])
+    points = points[points["applicable"].astype(bool)]
+    out = []
+    keys = [*group, "round", "weights_remaining_pct"]
+    for key, g in points.groupby(keys, sort=True, dropna=False):
+        reached = g["acc_pct"].dropna()
+        ci = accuracy_interval(reached)
+        full = len(reached) == g["seed"].nunique()
+        mean, low, high = (ci.mean, ci.low, ci.high) if full else (np.nan, np.nan, np.nan)
+        out.append((*key, len(reached), g["seed"].nunique(), mean, low, high))
+    frame = pd.DataFrame.from_records(out, columns=[*columns, *stats])
+    return frame.astype({"round": "int64", "n": "int64", "n_seeds": "int64"})

@@ -1,14 +1,18 @@
 """Confidence-band figures in the style of Frankle & Carbin: x = % weights remaining, log scale,
 dense (100%) on the left.
 
-Lines and bands are drawn from the per-level table (stats.level_stats), so every plotted number is
-one of summary/levels.csv's numbers: seaborn draws the lines (estimator=None, no bootstrap) and the
-band is the t-interval fill. Figures are built on matplotlib Figure objects (no pyplot state), so
-the report can run inside the sweep's process and in threads.
+Each complete trial is a thin line at its own weights remaining, under the mean and band. Accuracy
+means and bands sit on the common sparsity grid the comparisons use (equal_sparsity.grid_levels:
+every seed interpolated onto the schedule's nominal levels), so an arm whose seeds skip rounds is
+averaged at equal sparsity, not at a round's mean sparsity; the early-stop figure's means and bands
+are the per-round ones of levels.csv, clipped to the training budget. Seaborn draws the mean lines
+(estimator=None, no bootstrap) and the band is the t-interval fill. Figures are built on matplotlib
+Figure objects (no pyplot state), so the report can run inside the sweep's process and in threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -23,12 +27,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
-from lth_ray.report.stats import Interval, chance_pct_of, dense_band, fmt_level, group_keys
+from lth_ray.report.equal_sparsity import grid_levels
+from lth_ray.report.stats import (
+    Interval,
+    chance_pct_of,
+    complete_rows,
+    dense_band,
+    fmt_level,
+    group_keys,
+    per_seed,
+)
 from lth_ray.report.tidy import COMPLETE, axis_columns
 
 PNG_DPI = 150
 MAX_TICK_LABELS = 8
 BAND_ALPHA = 0.2
+TRIAL_STYLE = {"lw": 0.75, "alpha": 0.5, "marker": ".", "markersize": 3.0, "zorder": 1.5}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHED = {"one_shot", "reinit", "random_mask"}  # the baseline of a comparison is drawn dashed
 VARIANT_COLORS = {
@@ -57,13 +71,15 @@ STYLE = {
 
 @dataclass
 class Panel:
-    """One axes: the levels to draw per hue value, and the incomplete trials' raw points."""
+    """One axes: the levels to draw per hue value, each complete trial, and the incomplete trials'
+    raw points."""
 
     title: str
-    levels: pd.DataFrame  # rows of stats.level_stats with a `hue` column
+    levels: pd.DataFrame  # rows of grid_levels or stats.level_stats with a `hue` column
     incomplete: pd.DataFrame  # rows of the tidy table with a `hue` column
     dense: Interval | None
     chance_pct: float
+    trials: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # complete rows, `hue`
 
 
 def weight_ticks(
@@ -191,8 +207,9 @@ def _draw_panel(
                     lw=0,
                 )
                 band.set_gid(f"band:{h}")
-    inc = panel.incomplete
     col = y.replace("_mean_pct", "_pct").replace("_mean", "")
+    _draw_trials(ax, panel.trials, col, palette)
+    inc = panel.incomplete
     if not inc.empty and col in inc:
         for h, g in inc.groupby("hue"):
             pts = ax.scatter(
@@ -214,7 +231,26 @@ def _draw_panel(
     format_weights_axis(ax, ticks, span)
 
 
-def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
+def _draw_trials(ax, trials: pd.DataFrame, col: str, palette: dict) -> None:
+    """One thin line per complete trial at its own weights remaining, in round order (a round that
+    retrained an unchanged mask stays at its sparsity). Labelled `_trial:<hue>:<trial>`: no legend
+    entry of its own, and the series' gids stay one per mean line."""
+    if trials.empty or col not in trials:
+        return
+    for (h, trial), g in trials.groupby(["hue", "trial"], sort=True):
+        g = g.sort_values("round")
+        if g[col].notna().any():
+            ax.plot(
+                g["weights_remaining"],
+                g[col],
+                color=palette.get(h, "0.3"),
+                ls=(0, (4, 2)) if h in DASHED else "-",
+                label=f"_trial:{h}:{trial}",
+                **TRIAL_STYLE,
+            )
+
+
+def _legend(fig: Figure, axes, has_incomplete: bool, has_trials: bool = False) -> None:
     """One legend for the whole figure, outside the panels so it hides no data: series first."""
     seen: dict[str, object] = {}
     series, refs = [], []
@@ -226,6 +262,9 @@ def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
                 (series if gid.startswith(("series:", "incomplete:")) else refs).append(name)
     names = series + refs
     handles = [seen[n] for n in names]
+    if has_trials:
+        handles.append(Line2D([], [], color="0.3", **{**TRIAL_STYLE, "zorder": 1}))
+        names.append("one complete trial\n(own sparsity)")
     if has_incomplete:
         handles.append(Line2D([], [], ls="", marker="x", color="0.2", markersize=6))
         names.append("incomplete trial\n(not in mean)")
@@ -233,7 +272,7 @@ def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
 
 
 def _has_data(panel: Panel) -> bool:
-    return not panel.levels.empty or not panel.incomplete.empty
+    return not (panel.levels.empty and panel.incomplete.empty and panel.trials.empty)
 
 
 def _figure(
@@ -245,7 +284,9 @@ def _figure(
     palette: dict,
     labels: dict,
     reference: bool = True,
+    budget: tuple[float, str] | None = None,
 ) -> Figure | None:
+    """`budget`: (value, unit) of the training budget, drawn as a reference line (early stop)."""
     if not any(_has_data(p) for p in panels):  # e.g. a sweep whose trials have no round yet
         return None
     nrows = math.ceil(len(panels) / ncols)
@@ -255,6 +296,9 @@ def _figure(
         span = [v for p in panels for v in _span(p)]
         for ax, panel in zip(axes.flat, panels):
             _draw_panel(ax, panel, y, palette, labels, reference, span)
+            if budget is not None:
+                ax.axhline(budget[0], color="0.35", ls=(0, (1, 2)), lw=1.2, zorder=1,
+                           label=f"training budget ({budget[0]:g} {budget[1]})")  # fmt: skip
         for ax in axes.flat[len(panels) :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
@@ -263,7 +307,12 @@ def _figure(
             ax.set_ylabel("")
         if y.startswith("acc"):
             _acc_ylim(axes.flat[0], panels)
-        _legend(fig, axes.flat[: len(panels)], any(not p.incomplete.empty for p in panels))
+        _legend(
+            fig,
+            axes.flat[: len(panels)],
+            any(not p.incomplete.empty for p in panels),
+            any(not p.trials.empty for p in panels),
+        )
         fig.suptitle(title, fontsize=12)
     return fig
 
@@ -271,19 +320,22 @@ def _figure(
 def _span(panel: Panel) -> list[float]:
     values = list(panel.levels["weights_remaining_pct"])
     values += list(panel.incomplete.get("weights_remaining", []))
+    values += list(panel.trials.get("weights_remaining", []))
     return [min(values), max(values)] if values else []
 
 
 def _acc_ylim(ax, panels: list[Panel]) -> None:
-    """Fit the axis to the data (bands, dense band, incomplete points) so that effects of a point or
-    two stay visible; the chance line stays only when it falls inside that range."""
+    """Fit the axis to the data (bands, dense band, each trial, incomplete points) so that effects of
+    a point or two stay visible; the chance line stays only when it falls inside that range."""
     values = [
         v for p in panels for v in p.levels["acc_ci_high_pct"].fillna(p.levels["acc_mean_pct"])
     ]
     values += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
+    values += [v for p in panels for v in p.trials.get("acc_pct", [])]
     values += [p.dense.high if p.dense and np.isfinite(p.dense.high) else np.nan for p in panels]
     lows = [v for p in panels for v in p.levels["acc_ci_low_pct"].fillna(p.levels["acc_mean_pct"])]
     lows += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
+    lows += [v for p in panels for v in p.trials.get("acc_pct", [])]
     lows += [p.dense.low if p.dense and np.isfinite(p.dense.low) else np.nan for p in panels]
     top = max((v for v in values if np.isfinite(v)), default=math.nan)
     bottom = min((v for v in lows if np.isfinite(v)), default=math.nan)
@@ -378,6 +430,9 @@ class FigureBuilder:
     ) -> None:
         self.trials, self.levels, self.sweep = trials, levels, sweep
         self.inc = _incomplete(trials)
+        self.complete = complete_rows(trials)
+        keys = group_keys(trials)
+        self.grid = grid_levels(per_seed(self.complete, keys), keys)
         self.criteria = sorted(trials["criterion"].dropna().unique())
         self.palette = criterion_palette(self.criteria)
         self.rates = sorted(trials["prune_rate"].dropna().unique())
@@ -395,14 +450,18 @@ class FigureBuilder:
         self.max_seeds = int(per_group.max()) if len(per_group) else 0
         self.min_seeds = int(per_group.min()) if len(per_group) else 0
 
-    def _panel(self, title: str, hue: str, **eq) -> Panel:
+    def _panel(self, title: str, hue: str, grid: bool = True, **eq) -> Panel:
+        """`grid`: means and bands on the common sparsity grid (accuracy), else per round."""
         trials = _select(self.trials, **eq)
-        lv = _select(self.levels, **eq).assign(hue=lambda d: d[hue])
+        lv = _select(self.grid if grid else self.levels, **eq).assign(hue=lambda d: d[hue])
+        if grid:  # a level some seed did not reach has no mean: its trials' lines show it
+            lv = lv[lv["acc_mean_pct"].notna()]
         inc = _select(self.inc, **eq).assign(hue=lambda d: d[hue])
+        done = _select(self.complete, **eq).assign(hue=lambda d: d[hue])
         main = _main(trials) if hue not in ("control", "schedule") else trials
-        return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials))
+        return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials), done)
 
-    def _subtitle(self, what: str) -> str:
+    def _subtitle(self, what: str, grid: bool = True) -> str:
         if self.max_seeds == 0:
             return f"{what} — sweep {self.sweep}\nno complete trial yet: incomplete trials only"
         n = (
@@ -415,7 +474,8 @@ class FigureBuilder:
             if self.max_seeds > 1
             else "1 seed: no bands"
         )
-        return f"{what} — sweep {self.sweep}\nlines: mean of complete trials; {band}"
+        where = " at equal sparsity, at levels every seed reached" if grid else " per round"
+        return f"{what} — sweep {self.sweep}\nthick: mean{where}; thin: each complete trial\n{band}"
 
     def _facets(self, exclude: set[str], base: dict, having: dict | None = None) -> list[dict]:
         """Every combination of the varying axes not in `exclude` that has trials under `base`
@@ -429,10 +489,9 @@ class FigureBuilder:
         facets = [dict(zip(keys, c)) for c in combos.itertuples(index=False)]
         return sorted(facets, key=lambda f: [order[k].index(f[k]) for k in keys])
 
-    def _panels(self, hue: str, base: dict, exclude: set[str] = frozenset()) -> list[Panel]:
+    def _panels(self, hue: str, base: dict, grid: bool = True) -> list[Panel]:
         return [
-            self._panel(facet_title(f), hue, **base, **f)
-            for f in self._facets({hue, *exclude}, base)
+            self._panel(facet_title(f), hue, grid, **base, **f) for f in self._facets({hue}, base)
         ]
 
     def _hue_palette(self, hue: str) -> tuple[dict, dict]:
@@ -453,11 +512,14 @@ class FigureBuilder:
     def _ncols(panels: list[Panel]) -> int:
         return min(len(panels), 3)
 
-    def _compare(self, hue: str, y: str, label: str, what: str, reference: bool = True):
+    def _compare(
+        self, hue: str, y: str, label: str, what: str, reference: bool = True, budget=None
+    ):
         f = self._main_filter()
         if not f:
             return None
-        panels = [p for p in self._panels(hue, f) if _has_data(p)]
+        grid = y.startswith("acc")
+        panels = [p for p in self._panels(hue, f, grid) if _has_data(p)]
         if not panels:
             return None
         colors, labels = self._hue_palette(hue)
@@ -466,10 +528,11 @@ class FigureBuilder:
             self._ncols(panels),
             y,
             label,
-            self._subtitle(what),
+            self._subtitle(what, grid),
             colors,
             labels,
             reference=reference,
+            budget=budget,
         )
 
     def accuracy(self) -> Figure | None:
@@ -487,9 +550,15 @@ class FigureBuilder:
         units = set(self.trials["steps_unit"].dropna()) if "steps_unit" in self.trials else set()
         if units == {"it"} and self.levels["best_iteration_mean"].notna().any():
             y, label, what = "best_iteration_mean", ITERATION_LABEL, "Early-stop iteration"
+            trained, unit = "iterations", "iterations"
         else:
             y, label, what = "best_epoch_mean", EPOCH_LABEL, "Early-stop epoch"
-        return self._compare(self.hue, y, label, f"{what} vs weights remaining", reference=False)
+            trained, unit = "epochs", "epochs"
+        done = pd.to_numeric(self.complete.get(trained, pd.Series(dtype=float)), errors="coerce")
+        budget = (float(done.max()), unit) if done.notna().any() else None
+        return self._compare(
+            self.hue, y, label, f"{what} vs weights remaining", reference=False, budget=budget
+        )
 
     def _variant(
         self, column: str, value: str, labels: dict, colors: dict, what: str, base: dict

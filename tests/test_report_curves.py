@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from lth_ray import schema
-from lth_ray.report.curves import curves_table, learning_curves, pick_levels
+from lth_ray.report.curves import curves_table, learning_curves, pick_weights
 from lth_ray.report.tidy import RunRecord, tidy_trials
 
 
@@ -62,8 +62,7 @@ def test_the_trial_curve_is_split_into_rounds():
 
 
 def test_levels_are_dense_and_spread_down_to_the_sparsest():
-    rounds = pd.DataFrame(
-        {"round": range(15), "weights_remaining": [100 * 0.8**r for r in range(15)]}
-    )
-    picked = pick_levels(rounds, 4)
-    assert picked[0] == 0 and picked[-1] == 14 and len(picked) == 4
+    weights = [100 * 0.8**r for r in range(15)]
+    picked = pick_weights(weights + weights[:5], 4)  # levels repeat across trials
+    assert picked[0] == 100 and picked[-1] == weights[14] and len(picked) == 4
+    assert picked == sorted(picked, reverse=True) and set(picked) <= set(weights)

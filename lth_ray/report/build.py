@@ -104,7 +104,8 @@ def build_report(
     files = write_tables(trials, levels, summary, out)
     comparisons = analysis.levels
     for name, table in (("comparisons", comparisons), ("primary", analysis.primary),
-                        ("noninferiority", analysis.noninferiority)):  # fmt: skip
+                        ("noninferiority", analysis.noninferiority),
+                        ("comparisons_by_seed", analysis.seeds)):  # fmt: skip
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         files.append(out / f"{name}.csv")
     lines = verdict(analysis)
@@ -115,7 +116,7 @@ def build_report(
     except ValueError as e:
         raise ReportError(str(e)) from None
     figures = builder.all()
-    figures.update(comparison_figures(comparisons))
+    figures.update(comparison_figures(comparisons, analysis.seeds))
     for name, y in (("learning_curves", "val_acc_pct"), ("learning_curves_loss", "val_loss")):
         fig = learning_curves(curves, y)
         if fig is not None:

@@ -25,14 +25,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from lth_ray.report.plots import STYLE
+from lth_ray.report.plots import MARKERS, STYLE, distinct_colors
 from lth_ray.report.stats import complete_rows, fmt_level, group_keys
 
 CURVE_KEYS = ("epoch_val_acc", "epoch_val_loss", "epoch_train_loss", "epoch_iteration")
 ARM_ORDER = ("ticket", "one-shot", "reinit", "random_mask")
 MAX_LEVELS = 4
 LEVEL_TOL = 0.01  # a round is at a chosen level when its weights remaining is within 1% of it
-MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def arm(row) -> str:
@@ -104,10 +103,9 @@ def pick_weights(weights, k: int = MAX_LEVELS) -> list[float]:
 
 
 def level_palette(levels: list[float]) -> dict[float, tuple]:
-    """One colour per level, far apart (dense near-black, then the colorblind palette's blue, orange,
-    green, purple): neighbouring levels of a sequential map are too alike to tell apart."""
-    base = sns.color_palette("colorblind", 10)
-    colors = [(0.15, 0.15, 0.15), base[0], base[1], base[2], base[4], base[3], base[5], base[8]]
+    """One colour per level, far apart (dense near-black, then plots.distinct_colors): neighbouring
+    levels of a sequential map are too alike to tell apart."""
+    colors = [(0.15, 0.15, 0.15), *distinct_colors()]
     return {w: colors[i % len(colors)] for i, w in enumerate(levels)}
 
 

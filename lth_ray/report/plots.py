@@ -367,11 +367,18 @@ def _select(df: pd.DataFrame, **eq) -> pd.DataFrame:
     return df
 
 
-def criterion_palette(criteria: Sequence[str]) -> dict:
-    """Fixed colours by sorted name; seaborn's colorblind palette with its orange and vermillion
-    kept apart (purple comes fourth), so four criteria stay easy to tell apart."""
+def distinct_colors(n: int = 10) -> list[tuple]:
+    """Colours far apart: seaborn's colorblind palette with its orange and vermillion kept apart
+    (purple comes fourth); past ten, evenly spaced hues."""
+    if n > 10:
+        return sns.color_palette("husl", n)
     base = sns.color_palette("colorblind", 10)
-    colors = [base[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)]
+    return [base[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)]
+
+
+def criterion_palette(criteria: Sequence[str]) -> dict:
+    """Fixed colours by sorted name, so four criteria stay easy to tell apart."""
+    colors = distinct_colors()
     return {c: colors[i % len(colors)] for i, c in enumerate(sorted(criteria))}
 
 

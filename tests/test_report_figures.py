@@ -137,6 +137,12 @@ def test_early_stop_bands_stay_inside_the_budget(trials, figures):
     budget = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith("training budget")]
     assert len(budget) == 1 and np.allclose(budget[0].get_ydata(), BUDGET)
     assert len(trial_lines(ax)) == 6
+    # the means sit on the grid too: stability's skipped rounds do not pull it off the levels
+    lines = mean_lines(ax)
+    assert np.allclose(lines["stability"].get_xdata(), GRID[:4])
+    # seed 1 is at 80% in rounds 1 and 2 (epochs 5 and 1: averaged), seed 2 in rounds 1-3
+    expected_80 = np.mean([5, (5 + 1) / 2, (3 + 3 + 2) / 3])
+    assert lines["stability"].get_ydata()[1] == pytest.approx(expected_80)
 
 
 def test_differences_are_drawn_on_the_comparisons_grid_with_each_seed(trials):

@@ -64,8 +64,8 @@ def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataF
     if len(wide):
         out.append(
             f"{len(wide)} level(s) where seeds differ in weights remaining by more than 1% "
-            "(skipped rounds); accuracy is averaged at equal sparsity, the early stop per round "
-            "at the seeds' mean"
+            "(skipped rounds); levels.csv averages them per round, the comparisons and figures "
+            "at equal sparsity"
         )
     return out
 

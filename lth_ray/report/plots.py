@@ -1,13 +1,14 @@
 """Confidence-band figures in the style of Frankle & Carbin: x = % weights remaining, log scale,
 dense (100%) on the left.
 
-Each complete trial is a thin line at its own weights remaining, under the mean and band. Accuracy
-means and bands sit on the common sparsity grid the comparisons use (equal_sparsity.grid_levels:
-every seed interpolated onto the schedule's nominal levels), so an arm whose seeds skip rounds is
-averaged at equal sparsity, not at a round's mean sparsity; the early-stop figure's means and bands
-are the per-round ones of levels.csv, clipped to the training budget. Seaborn draws the mean lines
-(estimator=None, no bootstrap) and the band is the t-interval fill. Figures are built on matplotlib
-Figure objects (no pyplot state), so the report can run inside the sweep's process and in threads.
+Each complete trial is a thin line at its own weights remaining, under the mean and band. Means and
+bands sit on the common sparsity grid the comparisons use (equal_sparsity.grid_levels: every seed
+interpolated onto the schedule's nominal levels), so an arm whose seeds skip rounds is averaged at
+equal sparsity, not at a round's mean sparsity; where every seed is on schedule they are the numbers
+of levels.csv. Early-stop bands are clipped to the training budget the figure draws. Seaborn draws
+the mean lines (estimator=None, no bootstrap) and the band is the t-interval fill. Figures are built
+on matplotlib Figure objects (no pyplot state), so the report can run inside the sweep's process and
+in threads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 from lth_ray.report.equal_sparsity import grid_levels
 from lth_ray.report.stats import (
     Interval,
+    accuracy_interval,
+    budget_interval,
     chance_pct_of,
     complete_rows,
     dense_band,
@@ -75,7 +79,7 @@ class Panel:
     raw points."""
 
     title: str
-    levels: pd.DataFrame  # rows of grid_levels or stats.level_stats with a `hue` column
+    levels: pd.DataFrame  # the grid rows (FigureBuilder._grid) with a `hue` column
     incomplete: pd.DataFrame  # rows of the tidy table with a `hue` column
     dense: Interval | None
     chance_pct: float
@@ -355,6 +359,12 @@ def _acc_ylim(ax, panels: list[Panel]) -> None:
 # Subsets and palettes.
 
 
+def _most(rows: pd.DataFrame, column: str) -> float:
+    """The largest value of a column (the training budget), NaN when not logged."""
+    values = pd.to_numeric(rows.get(column, pd.Series(dtype=float)), errors="coerce")
+    return float(values.max()) if values.notna().any() else math.nan
+
+
 def _main(df: pd.DataFrame) -> pd.DataFrame:
     """The headline comparison: no control, iterative schedule when the sweep has it."""
     df = df[df["control"] == "none"]
@@ -438,8 +448,8 @@ class FigureBuilder:
         self.trials, self.levels, self.sweep = trials, levels, sweep
         self.inc = _incomplete(trials)
         self.complete = complete_rows(trials)
-        keys = group_keys(trials)
-        self.grid = grid_levels(per_seed(self.complete, keys), keys)
+        self.budget = {u: _most(self.complete, u) for u in ("epochs", "iterations")}
+        self.grid = self._grid()
         self.criteria = sorted(trials["criterion"].dropna().unique())
         self.palette = criterion_palette(self.criteria)
         self.rates = sorted(trials["prune_rate"].dropna().unique())
@@ -457,18 +467,43 @@ class FigureBuilder:
         self.max_seeds = int(per_group.max()) if len(per_group) else 0
         self.min_seeds = int(per_group.min()) if len(per_group) else 0
 
-    def _panel(self, title: str, hue: str, grid: bool = True, **eq) -> Panel:
-        """`grid`: means and bands on the common sparsity grid (accuracy), else per round."""
+    def _grid(self) -> pd.DataFrame:
+        """Accuracy and early stop of every group on the common sparsity grid, named as in
+        levels.csv; early-stop bands clipped to the budget the figure draws."""
+        keys = group_keys(self.trials)
+        rows = per_seed(self.complete, keys)
+        on = [*keys, "round", "weights_remaining_pct"]
+        frame = pd.DataFrame(columns=[*on, "acc_mean_pct"])
+        if rows.empty:
+            return frame
+        parts = []
+        for value, names, interval in (
+            ("acc_pct", ("acc_mean_pct", "acc_ci_low_pct", "acc_ci_high_pct"), accuracy_interval),
+            ("best_epoch", ("best_epoch_mean", "best_epoch_ci_low", "best_epoch_ci_high"),
+             partial(budget_interval, low=1.0, budget=self.budget["epochs"])),
+            ("best_iteration", ("best_iteration_mean", "best_iteration_ci_low",
+                                "best_iteration_ci_high"),
+             partial(budget_interval, low=0.0, budget=self.budget["iterations"])),
+        ):  # fmt: skip
+            if value in rows and rows[value].notna().any():
+                g = grid_levels(rows, keys, value, interval)
+                parts.append(g.rename(columns=dict(zip(("mean", "ci_low", "ci_high"), names))))
+        for g in parts:
+            g = g.drop(columns=["n", "n_seeds"])
+            frame = g if frame.empty else frame.merge(g, on=on, how="outer")
+        return frame
+
+    def _panel(self, title: str, hue: str, y: str = "acc_mean_pct", **eq) -> Panel:
+        """Means and bands of `y` on the common sparsity grid, where every seed reached."""
         trials = _select(self.trials, **eq)
-        lv = _select(self.grid if grid else self.levels, **eq).assign(hue=lambda d: d[hue])
-        if grid:  # a level some seed did not reach has no mean: its trials' lines show it
-            lv = lv[lv["acc_mean_pct"].notna()]
+        lv = _select(self.grid, **eq).assign(hue=lambda d: d[hue])
+        lv = lv[lv[y].notna()] if y in lv else lv.iloc[:0]  # not reached: the trials' lines show it
         inc = _select(self.inc, **eq).assign(hue=lambda d: d[hue])
         done = _select(self.complete, **eq).assign(hue=lambda d: d[hue])
         main = _main(trials) if hue not in ("control", "schedule") else trials
         return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials), done)
 
-    def _subtitle(self, what: str, grid: bool = True) -> str:
+    def _subtitle(self, what: str) -> str:
         if self.max_seeds == 0:
             return f"{what} — sweep {self.sweep}\nno complete trial yet: incomplete trials only"
         n = (
@@ -481,8 +516,10 @@ class FigureBuilder:
             if self.max_seeds > 1
             else "1 seed: no bands"
         )
-        where = " at equal sparsity, at levels every seed reached" if grid else " per round"
-        return f"{what} — sweep {self.sweep}\nthick: mean{where}; thin: each complete trial\n{band}"
+        where = "at equal sparsity, at levels every seed reached"
+        return (
+            f"{what} — sweep {self.sweep}\nthick: mean {where}; thin: each complete trial\n{band}"
+        )
 
     def _facets(self, exclude: set[str], base: dict, having: dict | None = None) -> list[dict]:
         """Every combination of the varying axes not in `exclude` that has trials under `base`
@@ -496,10 +533,8 @@ class FigureBuilder:
         facets = [dict(zip(keys, c)) for c in combos.itertuples(index=False)]
         return sorted(facets, key=lambda f: [order[k].index(f[k]) for k in keys])
 
-    def _panels(self, hue: str, base: dict, grid: bool = True) -> list[Panel]:
-        return [
-            self._panel(facet_title(f), hue, grid, **base, **f) for f in self._facets({hue}, base)
-        ]
+    def _panels(self, hue: str, base: dict, y: str) -> list[Panel]:
+        return [self._panel(facet_title(f), hue, y, **base, **f) for f in self._facets({hue}, base)]
 
     def _hue_palette(self, hue: str) -> tuple[dict, dict]:
         if hue == "criterion":
@@ -525,8 +560,7 @@ class FigureBuilder:
         f = self._main_filter()
         if not f:
             return None
-        grid = y.startswith("acc")
-        panels = [p for p in self._panels(hue, f, grid) if _has_data(p)]
+        panels = [p for p in self._panels(hue, f, y) if _has_data(p)]
         if not panels:
             return None
         colors, labels = self._hue_palette(hue)
@@ -535,7 +569,7 @@ class FigureBuilder:
             self._ncols(panels),
             y,
             label,
-            self._subtitle(what, grid),
+            self._subtitle(what),
             colors,
             labels,
             reference=reference,
@@ -557,12 +591,11 @@ class FigureBuilder:
         units = set(self.trials["steps_unit"].dropna()) if "steps_unit" in self.trials else set()
         if units == {"it"} and self.levels["best_iteration_mean"].notna().any():
             y, label, what = "best_iteration_mean", ITERATION_LABEL, "Early-stop iteration"
-            trained, unit = "iterations", "iterations"
+            unit = "iterations"
         else:
             y, label, what = "best_epoch_mean", EPOCH_LABEL, "Early-stop epoch"
-            trained, unit = "epochs", "epochs"
-        done = pd.to_numeric(self.complete.get(trained, pd.Series(dtype=float)), errors="coerce")
-        budget = (float(done.max()), unit) if done.notna().any() else None
+            unit = "epochs"
+        budget = (self.budget[unit], unit) if np.isfinite(self.budget[unit]) else None
         return self._compare(
             self.hue, y, label, f"{what} vs weights remaining", reference=False, budget=budget
         )

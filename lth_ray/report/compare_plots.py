@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from lth_ray.report.plots import STYLE, TRIAL_STYLE, criterion_palette, format_weights_axis
 
 Y_LABEL = "Difference in test accuracy (pp)"
-BAND_ROOM = 1.0  # a band may reach this many data spans beyond the differences before it is cut
+BAND_ROOM = 3.0  # a band may reach this many data spans beyond the differences before it is cut
 
 
 def _draw(ax, frame: pd.DataFrame, seeds: pd.DataFrame, line: str, palette: dict) -> None:

@@ -135,7 +135,7 @@ def tick_series(levels: pd.DataFrame) -> list[float]:
     one series, so they are evenly spaced even when prune rates or schedules differ."""
     best: list[float] = []
     for _, g in levels.groupby("hue", sort=True):
-        wr = [v for v in g["weights_remaining_pct"] if np.isfinite(v)]
+        wr = sorted({float(v) for v in g["weights_remaining_pct"] if np.isfinite(v)}, reverse=True)
         if wr and (not best or (min(wr), len(wr)) < (min(best), len(best))):
             best = wr
     return best
@@ -212,7 +212,7 @@ def _draw_panel(
                 )
                 band.set_gid(f"band:{h}")
     col = y.replace("_mean_pct", "_pct").replace("_mean", "")
-    _draw_trials(ax, panel.trials, col, palette)
+    _draw_trials(ax, panel.trials, col, palette, faint=len(hues) > 2)
     inc = panel.incomplete
     if not inc.empty and col in inc:
         for h, g in inc.groupby("hue"):
@@ -229,16 +229,20 @@ def _draw_panel(
             if h not in hues:  # no line names this colour: the markers carry the name
                 pts.set_label(labels.get(h, str(h)))
     ax.set_title(panel.title)
-    ticks = tick_series(lv) or tick_series(
-        inc.rename(columns={"weights_remaining": "weights_remaining_pct"})
+    # labelled ticks reach as far as any line: a trial may go sparser than its group's mean
+    cols, raw = ["hue", "weights_remaining_pct"], {"weights_remaining": "weights_remaining_pct"}
+    seen = pd.concat(
+        [lv.reindex(columns=cols), panel.trials.rename(columns=raw).reindex(columns=cols)]
     )
+    ticks = tick_series(seen) or tick_series(inc.rename(columns=raw))
     format_weights_axis(ax, ticks, span)
 
 
-def _draw_trials(ax, trials: pd.DataFrame, col: str, palette: dict) -> None:
+def _draw_trials(ax, trials: pd.DataFrame, col: str, palette: dict, faint: bool = False) -> None:
     """One thin line per complete trial at its own weights remaining, in round order (a round that
     retrained an unchanged mask stays at its sparsity). Labelled `_trial:<hue>:<trial>`: no legend
-    entry of its own, and the series' gids stay one per mean line."""
+    entry of its own, and the series' gids stay one per mean line. `faint`: lighter, for panels
+    with many series."""
     if trials.empty or col not in trials:
         return
     for (h, trial), g in trials.groupby(["hue", "trial"], sort=True):
@@ -250,7 +254,7 @@ def _draw_trials(ax, trials: pd.DataFrame, col: str, palette: dict) -> None:
                 color=palette.get(h, "0.3"),
                 ls=(0, (4, 2)) if h in DASHED else "-",
                 label=f"_trial:{h}:{trial}",
-                **TRIAL_STYLE,
+                **{**TRIAL_STYLE, "alpha": TRIAL_STYLE["alpha"] * (0.6 if faint else 1.0)},
             )
 
 
@@ -473,25 +477,21 @@ class FigureBuilder:
         keys = group_keys(self.trials)
         rows = per_seed(self.complete, keys)
         on = [*keys, "round", "weights_remaining_pct"]
-        frame = pd.DataFrame(columns=[*on, "acc_mean_pct"])
-        if rows.empty:
-            return frame
-        parts = []
-        for value, names, interval in (
+        stats = (
             ("acc_pct", ("acc_mean_pct", "acc_ci_low_pct", "acc_ci_high_pct"), accuracy_interval),
             ("best_epoch", ("best_epoch_mean", "best_epoch_ci_low", "best_epoch_ci_high"),
              partial(budget_interval, low=1.0, budget=self.budget["epochs"])),
             ("best_iteration", ("best_iteration_mean", "best_iteration_ci_low",
                                 "best_iteration_ci_high"),
              partial(budget_interval, low=0.0, budget=self.budget["iterations"])),
-        ):  # fmt: skip
-            if value in rows and rows[value].notna().any():
-                g = grid_levels(rows, keys, value, interval)
-                parts.append(g.rename(columns=dict(zip(("mean", "ci_low", "ci_high"), names))))
-        for g in parts:
-            g = g.drop(columns=["n", "n_seeds"])
-            frame = g if frame.empty else frame.merge(g, on=on, how="outer")
-        return frame
+        )  # fmt: skip
+        frame = pd.DataFrame(columns=on)
+        for value, names, interval in stats:
+            if not rows.empty and value in rows and rows[value].notna().any():
+                g = grid_levels(rows, keys, value, interval).drop(columns=["n", "n_seeds"])
+                g = g.rename(columns=dict(zip(("mean", "ci_low", "ci_high"), names)))
+                frame = g if frame.empty else frame.merge(g, on=on, how="outer")
+        return frame.reindex(columns=[*on, *(n for _, names, _ in stats for n in names)])
 
     def _panel(self, title: str, hue: str, y: str = "acc_mean_pct", **eq) -> Panel:
         """Means and bands of `y` on the common sparsity grid, where every seed reached."""

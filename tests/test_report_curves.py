@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lth_ray import schema
-from lth_ray.report.curves import curves_table, learning_curves, pick_weights
+from lth_ray.report.curves import CURVE_KEYS, curves_table, learning_curves, pick_weights
 from lth_ray.report.tidy import RunRecord, tidy_trials
 
 
@@ -137,3 +137,42 @@ def test_levels_are_dense_and_spread_down_to_the_sparsest():
     picked = pick_weights(weights + weights[:5], 4)  # levels repeat across trials
     assert picked[0] == 100 and picked[-1] == weights[14] and len(picked) == 4
     assert picked == sorted(picked, reverse=True) and set(picked) <= set(weights)
+
+
+def test_the_curves_read_what_a_trial_run_logs(tmp_path):
+    """TrialRun.log_round writes each evaluation's iteration beside its accuracy and loss; the
+    curves table reads them back from a real store as the x of the learning curves."""
+    from mlflow import MlflowClient
+
+    from lth_ray.sweep.tracking import TrialRun
+    from tests.test_report_synth import store_uri
+
+    client = MlflowClient(store_uri(tmp_path))
+    run_id = client.create_run(client.create_experiment("abl")).info.run_id
+    trial = TrialRun.__new__(TrialRun)  # the logging half only: no sweep context needed
+    trial.client, trial.run_id, trial.logged_rounds = client, run_id, set()
+    offset = 0
+    for r, wr in enumerate((100.0, 80.0)):
+        curve = [
+            {"epoch": e, "iteration": 40 * e, "train_loss": 1.0, "val_loss": 1.0 / e,
+             "val_acc": 0.5 + 0.1 * e + 0.01 * r}
+            for e in (1, 2, 3)
+        ]  # fmt: skip
+        record = {"round": r, "test_acc": 0.8, "weights_remaining": wr, "evaluations": 3,
+                  "iterations": 120}  # fmt: skip
+        assert trial.log_round(record, curve, offset)
+        offset += len(curve)
+    rows = [
+        (run_id, key, m.step, m.value, m.timestamp)
+        for key in ("test_acc", "weights_remaining", "evaluations", "iterations", *CURVE_KEYS)
+        for m in client.get_metric_history(run_id, key)
+    ]
+    metrics = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+    tags = {schema.TAG_TRIAL: "t", schema.TAG_CRITERION: "magnitude", schema.TAG_SEED: "0",
+            schema.TAG_PRUNE_RATE: "0.2", schema.TAG_ROUNDS_TOTAL: "2"}  # fmt: skip
+    runs = [RunRecord(run_id, "FINISHED", 1, tags)]
+    trials = tidy_trials(runs, metrics[~metrics["key"].str.startswith("epoch_")], "sw", "exp")
+    assert list(trials["iterations"]) == [120, 120]
+    table = curves_table(trials, metrics).sort_values(["round", "evaluation"])
+    assert list(table["iteration"]) == [40, 80, 120] * 2
+    assert list(table["val_acc_pct"]) == pytest.approx([60, 70, 80, 61, 71, 81])

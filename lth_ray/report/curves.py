@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from lth_ray.report.plots import MARKERS, STYLE, distinct_colors
 from lth_ray.report.stats import complete_rows, fmt_level, group_keys
+from lth_ray.report.tidy import axis_columns
 
 CURVE_KEYS = ("epoch_val_acc", "epoch_val_loss", "epoch_train_loss", "epoch_iteration")
 ARM_ORDER = ("ticket", "one-shot", "reinit", "random_mask")
@@ -120,25 +121,43 @@ def at_levels(table: pd.DataFrame, levels: list[float]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else table.iloc[:0].assign(level=[])
 
 
+def _setting(key: str, value) -> str:
+    return f"{value * 100:g}%/round" if key == "prune_rate" else f"{key}={value}"
+
+
 def learning_curves(table: pd.DataFrame, y: str = "val_acc_pct") -> Figure | None:
-    """Rows: criteria; columns: arms; per chosen level one thin line per trial and their mean;
-    x = iterations within the round."""
+    """Panels: criterion x arm (x each setting of the other varying axes: prune rate, rewind, ...,
+    whose levels differ); per chosen level one thin line per trial and their mean; x = iterations
+    within the round."""
     if table.empty:
         return None
     criteria = sorted(table["criterion"].dropna().unique())
     arms = [a for a in ARM_ORDER if a in set(table["arm"])]
-    ref = table[table["arm"] == "ticket"] if "ticket" in arms else table
-    levels = pick_weights(ref["weights_remaining"])
-    table = at_levels(table, levels)
+    varying = [k for k in ("prune_rate", *axis_columns(table)) if table[k].nunique() > 1]
+    settings: list[tuple] = [()]
+    if varying:
+        settings = sorted(table[varying].drop_duplicates().itertuples(index=False, name=None))
+
+    def where(frame: pd.DataFrame, st: tuple) -> pd.DataFrame:
+        return frame[(frame[varying] == list(st)).all(axis=1)] if varying else frame
+
+    parts = []
+    for st in settings:  # levels per setting: prune rates reach different levels
+        sub = where(table, st)
+        ref = sub[sub["arm"] == "ticket"] if "ticket" in arms else sub
+        parts.append(at_levels(sub, pick_weights(ref["weights_remaining"])))
+    table = pd.concat(parts, ignore_index=True)
+    levels = sorted(set(table["level"]), reverse=True)
     colors = level_palette(levels)
     iterations = "iteration" in table and table["iteration"].notna().all()
     x = "iteration" if iterations else "evaluation"
     label = "Validation accuracy (%)" if y == "val_acc_pct" else "Validation loss"
     cells = [
-        (c, a)
+        (c, a, st)
+        for st in settings
         for c in criteria
         for a in arms
-        if ((table["criterion"] == c) & (table["arm"] == a)).any()
+        if ((where(table, st)["criterion"] == c) & (where(table, st)["arm"] == a)).any()
     ]
     if not cells:
         return None
@@ -147,8 +166,9 @@ def learning_curves(table: pd.DataFrame, y: str = "val_acc_pct") -> Figure | Non
     with rc_context(STYLE), sns.axes_style("whitegrid"):
         fig = Figure(figsize=(3.2 + 3.6 * ncols, 1.2 + 2.9 * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-        for ax, (c, a) in zip(axes.flat, cells):
-            sel = table[(table["criterion"] == c) & (table["arm"] == a)]
+        for ax, (c, a, st) in zip(axes.flat, cells):
+            sel = where(table, st)
+            sel = sel[(sel["criterion"] == c) & (sel["arm"] == a)]
             for k, w in enumerate(levels):
                 at = sel[sel["level"] == w]
                 if at.empty:
@@ -162,7 +182,7 @@ def learning_curves(table: pd.DataFrame, y: str = "val_acc_pct") -> Figure | Non
                     mean[x], mean[y], color=colors[w], lw=1.8, marker=MARKERS[k % len(MARKERS)],
                     ms=3.5, label=f"{fmt_level(w)}% weights", gid=f"level:{w:g}", zorder=2,
                 )  # fmt: skip
-            ax.set_title(f"{c} · {a}")
+            ax.set_title(" · ".join([c, a, *(_setting(k, v) for k, v in zip(varying, st))]))
             if not iterations:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in axes.flat[len(cells) :]:

@@ -20,14 +20,15 @@ def _trial(
     seed: int = 0,
     per_eval: int | None = None,
     weights: list[float] | None = None,
+    rate: float = 0.2,
 ):
     """`per_eval`: iterations between evaluations (None: epoch_iteration not logged, older runs)."""
-    weights = weights or [100 * 0.8**r for r in range(len(evaluations))]
+    weights = weights or [100 * (1 - rate) ** r for r in range(len(evaluations))]
     tags = {
         schema.TAG_TRIAL: run_id,
         schema.TAG_CRITERION: "magnitude",
         schema.TAG_SEED: str(seed),
-        schema.TAG_PRUNE_RATE: "0.2",
+        schema.TAG_PRUNE_RATE: f"{rate:g}",
         schema.TAG_SCHEDULE: "iterative",
         schema.TAG_CONTROL: control,
         schema.TAG_ROUNDS_TOTAL: str(len(evaluations)),
@@ -130,6 +131,26 @@ def test_runs_without_iterations_fall_back_to_the_evaluation_index_and_say_so():
     fig = learning_curves(table)
     assert list(_level_lines(fig.axes[0])["level:100"].get_xdata()) == [1, 2, 3]
     assert any("iterations not logged" in a.get_xlabel() for a in fig.axes)
+
+
+def test_each_prune_rate_gets_its_own_panels_and_levels():
+    table = _table(
+        [
+            {"run_id": f"r{rate}", "control": "none", "evaluations": [2] * 6, "per_eval": 10,
+             "rate": rate}
+            for rate in (0.2, 0.5)
+        ]
+    )  # fmt: skip
+    fig = learning_curves(table)
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in axes] == [
+        "magnitude · ticket · 20%/round",
+        "magnitude · ticket · 50%/round",
+    ]
+    for ax, rate in zip(axes, (0.2, 0.5)):
+        levels = sorted((float(g.split(":")[1]) for g in _level_lines(ax)), reverse=True)
+        assert levels[0] == 100 and levels[-1] == pytest.approx(100 * (1 - rate) ** 5, rel=1e-5)
+        assert len(levels) == 4
 
 
 def test_levels_are_dense_and_spread_down_to_the_sparsest():

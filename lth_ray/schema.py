@@ -68,6 +68,7 @@ ROUND_METRICS = (
     "best_epoch",  # 1-based epoch of minimum validation loss (early-stop epoch)
     "best_iteration",  # optimizer steps at that evaluation (early-stop iteration)
     "epochs",  # epochs the round trained (the last one may be partial)
+    "iterations",  # optimizer steps the round trained (its budget in iterations)
     "evaluations",  # validation evaluations of the round (its points of the learning curve)
     "skipped",  # 1 when the criterion pruned nothing this round (stability: best == final)
     "pruned",  # prunable weights this round removed from the previous level (either schedule)
@@ -77,8 +78,9 @@ ROUND_METRICS = (
     "flops_reduction",  # dense FLOPs / FLOPs of the non-zero weights
 )
 # Learning curves, one value per evaluation (once per epoch by default, every train.eval_every):
-# step = evaluation counted across the whole trial (round 0's first).
-EPOCH_METRICS = ("epoch_train_loss", "epoch_val_loss", "epoch_val_acc")
+# step = evaluation counted across the whole trial (round 0's first); `epoch_iteration` is the
+# optimizer steps the round had done at that evaluation (the learning curves' x).
+EPOCH_METRICS = ("epoch_train_loss", "epoch_val_loss", "epoch_val_acc", "epoch_iteration")
 # Whole-trial metrics (no step): energy where NVML can read the GPU's power.
 ENERGY_METRIC = "energy_wh"
 # Per round (step = round), written after the round's checkpoint and report: the seconds spent on

@@ -15,6 +15,7 @@ import torch
 from lth_ray.report.masks import (
     ALL_LAYERS,
     jaccard,
+    layer_styles,
     mask_overlap_figure,
     mask_profile_figure,
     mask_report,
@@ -405,3 +406,34 @@ def test_no_overlap_figure_for_one_criterion_and_one_seed(tmp_path):
         "mask_profile.svg",
         "mask_profiles.csv",
     ]
+
+
+@pytest.mark.parametrize("n", [2, 5, 12])
+def test_every_layer_has_a_look_of_its_own(n):
+    """Layers pruned alike overlay each other exactly: colour, marker and dash all tell them apart,
+    and a later layer's smaller marker sits inside an earlier one's."""
+    layers = [f"layer{i}" for i in range(n)]
+    styles = layer_styles(layers)
+    colors = [tuple(np.round(styles[k]["color"], 3)) for k in layers]
+    assert len(set(colors)) == n
+    assert len({(styles[k]["marker"], str(styles[k]["ls"])) for k in layers}) == n
+    sizes = [styles[k]["markersize"] for k in layers[:5]]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+
+
+def test_profile_lines_of_coinciding_layers_stay_distinguishable():
+    # fc1 and fc2 keep the same fraction every round: their lines coincide
+    trials = [
+        Trial("magnitude", s, [dense(), level(range(6), range(3)), level(range(3), [0, 1])])
+        for s in (0, 1)
+    ]
+    rep, _ = report(trials)
+    ax = rep.figures["mask_profile"].axes[0]
+    fc1, fc2 = (
+        next(ln for ln in ax.get_lines() if ln.get_gid() == f"series:layer:{k}")
+        for k in ("fc1", "fc2")
+    )
+    assert np.allclose(fc1.get_ydata()[:2], fc2.get_ydata()[:2])  # on top of each other
+    assert fc1.get_color() != fc2.get_color() and fc1.get_marker() != fc2.get_marker()
+    assert fc1.get_linestyle() != fc2.get_linestyle()
+    assert fc1.get_markersize() > fc2.get_markersize() and fc2.get_zorder() > fc1.get_zorder()

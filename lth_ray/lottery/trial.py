@@ -387,6 +387,7 @@ class LotteryTrial:
             "best_epoch": result.best_epoch,
             "best_iteration": result.best_iteration,
             "epochs": result.curve[-1].epoch if result.curve else 0,
+            "iterations": result.curve[-1].iteration if result.curve else 0,
             "evaluations": len(result.curve),
             "skipped": int(skipped),
             "pruned": pruned,

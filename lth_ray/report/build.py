@@ -64,7 +64,8 @@ def _data_warnings(trials: pd.DataFrame, levels: pd.DataFrame, summary: pd.DataF
     if len(wide):
         out.append(
             f"{len(wide)} level(s) where seeds differ in weights remaining by more than 1% "
-            "(skipped rounds); plotted at the seeds' mean"
+            "(skipped rounds); levels.csv averages them per round, the comparisons and figures "
+            "at equal sparsity"
         )
     return out
 
@@ -104,7 +105,8 @@ def build_report(
     files = write_tables(trials, levels, summary, out)
     comparisons = analysis.levels
     for name, table in (("comparisons", comparisons), ("primary", analysis.primary),
-                        ("noninferiority", analysis.noninferiority)):  # fmt: skip
+                        ("noninferiority", analysis.noninferiority),
+                        ("comparisons_by_seed", analysis.seeds)):  # fmt: skip
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         files.append(out / f"{name}.csv")
     lines = verdict(analysis)
@@ -115,7 +117,7 @@ def build_report(
     except ValueError as e:
         raise ReportError(str(e)) from None
     figures = builder.all()
-    figures.update(comparison_figures(comparisons))
+    figures.update(comparison_figures(comparisons, analysis.seeds))
     for name, y in (("learning_curves", "val_acc_pct"), ("learning_curves_loss", "val_loss")):
         fig = learning_curves(curves, y)
         if fig is not None:

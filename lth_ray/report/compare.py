@@ -179,6 +179,7 @@ class Analysis:
     margin_pp: float = DEFAULT_MARGIN_PP
     primary_range: tuple[float, float] | None = None
     max_seeds: int = 0
+    seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # the paired d per seed and level
 
 
 class _Series:
@@ -245,6 +246,17 @@ class _Series:
                 )
             adjust(series)
             out += series
+        return out
+
+    def seed_rows(self) -> list[dict]:
+        """Each seed's paired difference at each grid level it and its partner reached."""
+        out = []
+        for ident, g in self.groups():
+            head = self.head(ident)
+            for _, r in g[g["d"].notna()].iterrows():
+                out.append({**head, "seed": r["seed"], "round": int(r["round"]),
+                            "weights_remaining_pct": float(r["weights_remaining_pct"]),
+                            "diff_pp": float(r["d"])})  # fmt: skip
         return out
 
     def primary_rows(self, wanted: tuple[float, float] | None) -> list[dict]:
@@ -363,6 +375,7 @@ def analyse(
         adjust(family)
         primary_rows += family
     levels = _frame(level_rows, COLUMNS, int_cols=("round", "n", "n_not_reached", "m"))
+    seeds = pd.DataFrame.from_records([r for s in [*series, dense] for r in s.seed_rows()])
     return Analysis(
         levels=levels,
         primary=_frame(primary_rows, PRIMARY_COLUMNS, int_cols=("n", "m", "levels")),
@@ -371,6 +384,7 @@ def analyse(
         margin_pp=margin_pp,
         primary_range=primary_range,
         max_seeds=int(rows["seed"].nunique()),
+        seeds=seeds,
     )
 
 

@@ -16,9 +16,12 @@ best and final weights coincide) falls behind the schedule, so at "round 14" its
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
+from lth_ray.report.stats import Interval, accuracy_interval
 from lth_ray.report.tidy import axis_columns
 
 REL_TOL = 1e-9  # a grid point within this relative distance of a trial's range counts as reached
@@ -64,9 +67,9 @@ def nominal_grid(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(out, columns=[*keys, "round", "weights_remaining_pct"])
 
 
-def on_grid(rows: pd.DataFrame, group: list[str]) -> pd.DataFrame:
-    """One row per trial (group x seed) x grid point: acc_pct interpolated (NaN: not reached),
-    dense_pct (the trial's round 0), `applicable` (False: the trial never pruned)."""
+def on_grid(rows: pd.DataFrame, group: list[str], value: str = "acc_pct") -> pd.DataFrame:
+    """One row per trial (group x seed) x grid point: `value` interpolated (NaN: not reached),
+    dense_pct (the trial's round 0 value), `applicable` (False: the trial never pruned)."""
     grid = nominal_grid(rows)
     keys = schedule_keys(rows)
     out = []
@@ -79,8 +82,8 @@ def on_grid(rows: pd.DataFrame, group: list[str]) -> pd.DataFrame:
             sel = sel[sel[k].isna()] if pd.isna(v) else sel[sel[k] == v]
         if sel.empty:
             continue
-        acc = interpolate(g["weights_remaining"], g["acc_pct"], sel["weights_remaining_pct"])
-        dense = g.loc[g["round"] == 0, "acc_pct"]
+        acc = interpolate(g["weights_remaining"], g[value], sel["weights_remaining_pct"])
+        dense = g.loc[g["round"] == 0, value]
         pruned = g[g["round"] >= 1]
         applicable = bool(pruned.empty or (pruned["skipped"].fillna(0) < 1).any())
         for (rnd, wr), a in zip(zip(sel["round"], sel["weights_remaining_pct"]), acc):
@@ -89,12 +92,12 @@ def on_grid(rows: pd.DataFrame, group: list[str]) -> pd.DataFrame:
                     **ident,
                     "round": int(rnd),
                     "weights_remaining_pct": float(wr),
-                    "acc_pct": float(a) if applicable or rnd == 0 else np.nan,
+                    value: float(a) if applicable or rnd == 0 else np.nan,
                     "dense_pct": float(dense.iloc[0]) if len(dense) else np.nan,
                     "applicable": applicable,
                 }
             )
-    columns = [*[*group, "seed"], "round", "weights_remaining_pct", "acc_pct", "dense_pct"]
+    columns = [*[*group, "seed"], "round", "weights_remaining_pct", value, "dense_pct"]
     return pd.DataFrame.from_records(out, columns=[*columns, "applicable"])
 
 
@@ -105,3 +108,39 @@ def not_applicable(points: pd.DataFrame, group: list[str]) -> list[str]:
         " · ".join(str(r[k]) for k in group if k not in ("prune_rate",)) + f": seed {r['seed']}"
         for _, r in bad.iterrows()
     ]
+
+
+def grid_levels(
+    rows: pd.DataFrame,
+    group: list[str],
+    value: str = "acc_pct",
+    interval: Callable[[pd.Series], Interval] = accuracy_interval,
+) -> pd.DataFrame:
+    """One row per group x grid point: mean and 95% interval of `value` over the group's seeds at
+    equal sparsity (what the figures draw as line and band). A point some applicable seed did not
+    reach has no mean (NaN): averaging only the seeds that got there would favour them. `n` counts
+    the seeds that reached it; seeds that never pruned are left out."""
+    points = on_grid(rows, group, value)
+    columns = [
+        *group,
+        "round",
+        "weights_remaining_pct",
+        "n",
+        "n_seeds",
+        "mean",
+        "ci_low",
+        "ci_high",
+    ]
+    if points.empty:
+        return pd.DataFrame(columns=columns)
+    points = points[points["applicable"].astype(bool)]
+    out = []
+    keys = [*group, "round", "weights_remaining_pct"]
+    for key, g in points.groupby(keys, sort=True, dropna=False):
+        reached = g[value].dropna()
+        ci = interval(reached)
+        full = len(reached) == g["seed"].nunique()
+        mean, low, high = (ci.mean, ci.low, ci.high) if full else (np.nan, np.nan, np.nan)
+        out.append((*key, len(reached), g["seed"].nunique(), mean, low, high))
+    frame = pd.DataFrame.from_records(out, columns=columns)
+    return frame.astype({"round": "int64", "n": "int64", "n_seeds": "int64"})

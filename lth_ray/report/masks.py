@@ -61,6 +61,7 @@ from lth_ray.report.plots import (
     _legend,
     _sort_values,
     criterion_palette,
+    distinct_colors,
     facet_title,
     format_weights_axis,
     save_figure,
@@ -427,11 +428,32 @@ def _sweep_title(what: str, sweep: str | None, n: pd.Series, unit: str) -> str:
     return f"{head}\ncomplete ticket trials (no control); mean over n={count} {unit}"
 
 
-def layer_palette(layers: list[str]) -> dict[str, tuple]:
-    """Layers in forward order along viridis: depth reads as colour (input dark, output yellow)."""
-    cmap = sns.color_palette("viridis", as_cmap=True)
-    stops = np.linspace(0.0, 0.9, len(layers)) if len(layers) > 1 else [0.0]
-    return {layer: cmap(x)[:3] for layer, x in zip(layers, stops)}
+# five patterns against eight markers: marker and dash repeat together only every 40 layers
+LAYER_DASHES = (
+    "-",
+    (0, (5, 2)),
+    (0, (1.2, 1.6)),
+    (0, (7, 2, 1.5, 2)),
+    (0, (3, 1.5, 1, 1.5, 1, 1.5)),
+)
+
+
+def layer_styles(layers: list[str]) -> dict[str, dict]:
+    """One look per layer that stays legible when layers coincide (layers pruned alike overlay each
+    other exactly): a colour of its own (plots.distinct_colors), a marker, a dash pattern, and markers shrinking in forward order so that a later layer's marker
+    sits inside an earlier one's. A sequential map would make neighbouring layers alike."""
+    colors = distinct_colors(len(layers))
+    return {
+        layer: {
+            "color": colors[k % len(colors)],
+            "marker": MARKERS[k % len(MARKERS)],
+            "ls": LAYER_DASHES[k % len(LAYER_DASHES)],
+            "markersize": max(8.0 - 0.9 * k, 3.0),
+            "markerfacecolor": "white" if k % 2 else colors[k % len(colors)],
+            "markeredgewidth": 1.3,
+        }
+        for k, layer in enumerate(layers)
+    }
 
 
 def _kept_axis(ax, values: Iterable[float]) -> None:
@@ -465,7 +487,7 @@ def mask_profile_figure(profiles: pd.DataFrame, sweep: str | None = None) -> Fig
     facets = _facets(profiles, _facet_keys(profiles, keys[1:]))
     criteria = _sort_values(profiles["criterion"])
     layers = list(dict.fromkeys(profiles["layer"]))
-    colors = layer_palette(layers)
+    styles = layer_styles(layers)
     span = list(profiles["weights_remaining_pct"])
     ncols = len(criteria)
     with rc_context(STYLE), sns.axes_style("whitegrid"):
@@ -487,12 +509,11 @@ def mask_profile_figure(profiles: pd.DataFrame, sweep: str | None = None) -> Fig
                 ax.plot(
                     g["weights_remaining_pct"],
                     g["kept_pct_mean"],
-                    color=colors[layer],
-                    marker=MARKERS[k % len(MARKERS)],
-                    markersize=4.5,
                     lw=1.6,
                     label=layer,
                     gid=f"series:layer:{layer}",
+                    zorder=2 + 0.01 * k,
+                    **styles[layer],
                 )
             format_weights_axis(ax, wr, span)
             _kept_axis(ax, profiles["kept_pct_mean"])

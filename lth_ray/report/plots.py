@@ -1,18 +1,24 @@
 """Confidence-band figures in the style of Frankle & Carbin: x = % weights remaining, log scale,
 dense (100%) on the left.
 
-Lines and bands are drawn from the per-level table (stats.level_stats), so every plotted number is
-one of summary/levels.csv's numbers: seaborn draws the lines (estimator=None, no bootstrap) and the
-band is the t-interval fill. Figures are built on matplotlib Figure objects (no pyplot state), so
-the report can run inside the sweep's process and in threads.
+Each complete trial is a thin line at its own weights remaining, under the mean and band. Means and
+bands sit on the common sparsity grid the comparisons use (equal_sparsity.grid_levels: every seed
+interpolated onto the schedule's nominal levels), so an arm whose seeds skip rounds is averaged at
+equal sparsity, not at a round's mean sparsity; where every seed is on schedule they are the numbers
+of levels.csv. Early-stop bands are clipped to the training budget the figure draws. Seaborn draws
+the mean lines (estimator=None, no bootstrap) and the band is the t-interval fill. Figures are built
+on matplotlib Figure objects (no pyplot state), so the report can run inside the sweep's process and
+in threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +29,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
-from lth_ray.report.stats import Interval, chance_pct_of, dense_band, fmt_level, group_keys
+from lth_ray.report.equal_sparsity import grid_levels
+from lth_ray.report.stats import (
+    Interval,
+    accuracy_interval,
+    budget_interval,
+    chance_pct_of,
+    complete_rows,
+    dense_band,
+    fmt_level,
+    group_keys,
+    per_seed,
+)
 from lth_ray.report.tidy import COMPLETE, axis_columns
 
 PNG_DPI = 150
 MAX_TICK_LABELS = 8
 BAND_ALPHA = 0.2
+TRIAL_STYLE = {"lw": 0.75, "alpha": 0.5, "marker": ".", "markersize": 3.0, "zorder": 1.5}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DASHED = {"one_shot", "reinit", "random_mask"}  # the baseline of a comparison is drawn dashed
 VARIANT_COLORS = {
@@ -57,13 +75,15 @@ STYLE = {
 
 @dataclass
 class Panel:
-    """One axes: the levels to draw per hue value, and the incomplete trials' raw points."""
+    """One axes: the levels to draw per hue value, each complete trial, and the incomplete trials'
+    raw points."""
 
     title: str
-    levels: pd.DataFrame  # rows of stats.level_stats with a `hue` column
+    levels: pd.DataFrame  # the grid rows (FigureBuilder._grid) with a `hue` column
     incomplete: pd.DataFrame  # rows of the tidy table with a `hue` column
     dense: Interval | None
     chance_pct: float
+    trials: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # complete rows, `hue`
 
 
 def weight_ticks(
@@ -115,7 +135,7 @@ def tick_series(levels: pd.DataFrame) -> list[float]:
     one series, so they are evenly spaced even when prune rates or schedules differ."""
     best: list[float] = []
     for _, g in levels.groupby("hue", sort=True):
-        wr = [v for v in g["weights_remaining_pct"] if np.isfinite(v)]
+        wr = sorted({float(v) for v in g["weights_remaining_pct"] if np.isfinite(v)}, reverse=True)
         if wr and (not best or (min(wr), len(wr)) < (min(best), len(best))):
             best = wr
     return best
@@ -191,8 +211,9 @@ def _draw_panel(
                     lw=0,
                 )
                 band.set_gid(f"band:{h}")
-    inc = panel.incomplete
     col = y.replace("_mean_pct", "_pct").replace("_mean", "")
+    _draw_trials(ax, panel.trials, col, palette, faint=len(hues) > 2)
+    inc = panel.incomplete
     if not inc.empty and col in inc:
         for h, g in inc.groupby("hue"):
             pts = ax.scatter(
@@ -208,13 +229,36 @@ def _draw_panel(
             if h not in hues:  # no line names this colour: the markers carry the name
                 pts.set_label(labels.get(h, str(h)))
     ax.set_title(panel.title)
-    ticks = tick_series(lv) or tick_series(
-        inc.rename(columns={"weights_remaining": "weights_remaining_pct"})
+    # labelled ticks reach as far as any line: a trial may go sparser than its group's mean
+    cols, raw = ["hue", "weights_remaining_pct"], {"weights_remaining": "weights_remaining_pct"}
+    seen = pd.concat(
+        [lv.reindex(columns=cols), panel.trials.rename(columns=raw).reindex(columns=cols)]
     )
+    ticks = tick_series(seen) or tick_series(inc.rename(columns=raw))
     format_weights_axis(ax, ticks, span)
 
 
-def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
+def _draw_trials(ax, trials: pd.DataFrame, col: str, palette: dict, faint: bool = False) -> None:
+    """One thin line per complete trial at its own weights remaining, in round order (a round that
+    retrained an unchanged mask stays at its sparsity). Labelled `_trial:<hue>:<trial>`: no legend
+    entry of its own, and the series' gids stay one per mean line. `faint`: lighter, for panels
+    with many series."""
+    if trials.empty or col not in trials:
+        return
+    for (h, trial), g in trials.groupby(["hue", "trial"], sort=True):
+        g = g.sort_values("round")
+        if g[col].notna().any():
+            ax.plot(
+                g["weights_remaining"],
+                g[col],
+                color=palette.get(h, "0.3"),
+                ls=(0, (4, 2)) if h in DASHED else "-",
+                label=f"_trial:{h}:{trial}",
+                **{**TRIAL_STYLE, "alpha": TRIAL_STYLE["alpha"] * (0.6 if faint else 1.0)},
+            )
+
+
+def _legend(fig: Figure, axes, has_incomplete: bool, has_trials: bool = False) -> None:
     """One legend for the whole figure, outside the panels so it hides no data: series first."""
     seen: dict[str, object] = {}
     series, refs = [], []
@@ -226,6 +270,9 @@ def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
                 (series if gid.startswith(("series:", "incomplete:")) else refs).append(name)
     names = series + refs
     handles = [seen[n] for n in names]
+    if has_trials:
+        handles.append(Line2D([], [], color="0.3", **{**TRIAL_STYLE, "zorder": 1}))
+        names.append("one complete trial\n(own sparsity)")
     if has_incomplete:
         handles.append(Line2D([], [], ls="", marker="x", color="0.2", markersize=6))
         names.append("incomplete trial\n(not in mean)")
@@ -233,7 +280,7 @@ def _legend(fig: Figure, axes, has_incomplete: bool) -> None:
 
 
 def _has_data(panel: Panel) -> bool:
-    return not panel.levels.empty or not panel.incomplete.empty
+    return not (panel.levels.empty and panel.incomplete.empty and panel.trials.empty)
 
 
 def _figure(
@@ -245,7 +292,9 @@ def _figure(
     palette: dict,
     labels: dict,
     reference: bool = True,
+    budget: tuple[float, str] | None = None,
 ) -> Figure | None:
+    """`budget`: (value, unit) of the training budget, drawn as a reference line (early stop)."""
     if not any(_has_data(p) for p in panels):  # e.g. a sweep whose trials have no round yet
         return None
     nrows = math.ceil(len(panels) / ncols)
@@ -255,6 +304,9 @@ def _figure(
         span = [v for p in panels for v in _span(p)]
         for ax, panel in zip(axes.flat, panels):
             _draw_panel(ax, panel, y, palette, labels, reference, span)
+            if budget is not None:
+                ax.axhline(budget[0], color="0.35", ls=(0, (1, 2)), lw=1.2, zorder=1,
+                           label=f"training budget ({budget[0]:g} {budget[1]})")  # fmt: skip
         for ax in axes.flat[len(panels) :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
@@ -263,7 +315,12 @@ def _figure(
             ax.set_ylabel("")
         if y.startswith("acc"):
             _acc_ylim(axes.flat[0], panels)
-        _legend(fig, axes.flat[: len(panels)], any(not p.incomplete.empty for p in panels))
+        _legend(
+            fig,
+            axes.flat[: len(panels)],
+            any(not p.incomplete.empty for p in panels),
+            any(not p.trials.empty for p in panels),
+        )
         fig.suptitle(title, fontsize=12)
     return fig
 
@@ -271,19 +328,22 @@ def _figure(
 def _span(panel: Panel) -> list[float]:
     values = list(panel.levels["weights_remaining_pct"])
     values += list(panel.incomplete.get("weights_remaining", []))
+    values += list(panel.trials.get("weights_remaining", []))
     return [min(values), max(values)] if values else []
 
 
 def _acc_ylim(ax, panels: list[Panel]) -> None:
-    """Fit the axis to the data (bands, dense band, incomplete points) so that effects of a point or
-    two stay visible; the chance line stays only when it falls inside that range."""
+    """Fit the axis to the data (bands, dense band, each trial, incomplete points) so that effects of
+    a point or two stay visible; the chance line stays only when it falls inside that range."""
     values = [
         v for p in panels for v in p.levels["acc_ci_high_pct"].fillna(p.levels["acc_mean_pct"])
     ]
     values += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
+    values += [v for p in panels for v in p.trials.get("acc_pct", [])]
     values += [p.dense.high if p.dense and np.isfinite(p.dense.high) else np.nan for p in panels]
     lows = [v for p in panels for v in p.levels["acc_ci_low_pct"].fillna(p.levels["acc_mean_pct"])]
     lows += [v for p in panels for v in p.incomplete.get("acc_pct", [])]
+    lows += [v for p in panels for v in p.trials.get("acc_pct", [])]
     lows += [p.dense.low if p.dense and np.isfinite(p.dense.low) else np.nan for p in panels]
     top = max((v for v in values if np.isfinite(v)), default=math.nan)
     bottom = min((v for v in lows if np.isfinite(v)), default=math.nan)
@@ -303,6 +363,12 @@ def _acc_ylim(ax, panels: list[Panel]) -> None:
 # Subsets and palettes.
 
 
+def _most(rows: pd.DataFrame, column: str) -> float:
+    """The largest value of a column (the training budget), NaN when not logged."""
+    values = pd.to_numeric(rows.get(column, pd.Series(dtype=float)), errors="coerce")
+    return float(values.max()) if values.notna().any() else math.nan
+
+
 def _main(df: pd.DataFrame) -> pd.DataFrame:
     """The headline comparison: no control, iterative schedule when the sweep has it."""
     df = df[df["control"] == "none"]
@@ -315,11 +381,18 @@ def _select(df: pd.DataFrame, **eq) -> pd.DataFrame:
     return df
 
 
-def criterion_palette(criteria: Sequence[str]) -> dict:
-    """Fixed colours by sorted name; seaborn's colorblind palette with its orange and vermillion
-    kept apart (purple comes fourth), so four criteria stay easy to tell apart."""
+def distinct_colors(n: int = 10) -> list[tuple]:
+    """Colours far apart: seaborn's colorblind palette with its orange and vermillion kept apart
+    (purple comes fourth); past ten, evenly spaced hues."""
+    if n > 10:
+        return sns.color_palette("husl", n)
     base = sns.color_palette("colorblind", 10)
-    colors = [base[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)]
+    return [base[i] for i in (0, 1, 2, 4, 3, 5, 6, 7, 8, 9)]
+
+
+def criterion_palette(criteria: Sequence[str]) -> dict:
+    """Fixed colours by sorted name, so four criteria stay easy to tell apart."""
+    colors = distinct_colors()
     return {c: colors[i % len(colors)] for i, c in enumerate(sorted(criteria))}
 
 
@@ -378,6 +451,9 @@ class FigureBuilder:
     ) -> None:
         self.trials, self.levels, self.sweep = trials, levels, sweep
         self.inc = _incomplete(trials)
+        self.complete = complete_rows(trials)
+        self.budget = {u: _most(self.complete, u) for u in ("epochs", "iterations")}
+        self.grid = self._grid()
         self.criteria = sorted(trials["criterion"].dropna().unique())
         self.palette = criterion_palette(self.criteria)
         self.rates = sorted(trials["prune_rate"].dropna().unique())
@@ -395,12 +471,37 @@ class FigureBuilder:
         self.max_seeds = int(per_group.max()) if len(per_group) else 0
         self.min_seeds = int(per_group.min()) if len(per_group) else 0
 
-    def _panel(self, title: str, hue: str, **eq) -> Panel:
+    def _grid(self) -> pd.DataFrame:
+        """Accuracy and early stop of every group on the common sparsity grid, named as in
+        levels.csv; early-stop bands clipped to the budget the figure draws."""
+        keys = group_keys(self.trials)
+        rows = per_seed(self.complete, keys)
+        on = [*keys, "round", "weights_remaining_pct"]
+        stats = (
+            ("acc_pct", ("acc_mean_pct", "acc_ci_low_pct", "acc_ci_high_pct"), accuracy_interval),
+            ("best_epoch", ("best_epoch_mean", "best_epoch_ci_low", "best_epoch_ci_high"),
+             partial(budget_interval, low=1.0, budget=self.budget["epochs"])),
+            ("best_iteration", ("best_iteration_mean", "best_iteration_ci_low",
+                                "best_iteration_ci_high"),
+             partial(budget_interval, low=0.0, budget=self.budget["iterations"])),
+        )  # fmt: skip
+        frame = pd.DataFrame(columns=on)
+        for value, names, interval in stats:
+            if not rows.empty and value in rows and rows[value].notna().any():
+                g = grid_levels(rows, keys, value, interval).drop(columns=["n", "n_seeds"])
+                g = g.rename(columns=dict(zip(("mean", "ci_low", "ci_high"), names)))
+                frame = g if frame.empty else frame.merge(g, on=on, how="outer")
+        return frame.reindex(columns=[*on, *(n for _, names, _ in stats for n in names)])
+
+    def _panel(self, title: str, hue: str, y: str = "acc_mean_pct", **eq) -> Panel:
+        """Means and bands of `y` on the common sparsity grid, where every seed reached."""
         trials = _select(self.trials, **eq)
-        lv = _select(self.levels, **eq).assign(hue=lambda d: d[hue])
+        lv = _select(self.grid, **eq).assign(hue=lambda d: d[hue])
+        lv = lv[lv[y].notna()] if y in lv else lv.iloc[:0]  # not reached: the trials' lines show it
         inc = _select(self.inc, **eq).assign(hue=lambda d: d[hue])
+        done = _select(self.complete, **eq).assign(hue=lambda d: d[hue])
         main = _main(trials) if hue not in ("control", "schedule") else trials
-        return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials))
+        return Panel(title, lv, inc, dense_band(main), chance_pct_of(trials), done)
 
     def _subtitle(self, what: str) -> str:
         if self.max_seeds == 0:
@@ -415,7 +516,10 @@ class FigureBuilder:
             if self.max_seeds > 1
             else "1 seed: no bands"
         )
-        return f"{what} — sweep {self.sweep}\nlines: mean of complete trials; {band}"
+        where = "at equal sparsity, at levels every seed reached"
+        return (
+            f"{what} — sweep {self.sweep}\nthick: mean {where}; thin: each complete trial\n{band}"
+        )
 
     def _facets(self, exclude: set[str], base: dict, having: dict | None = None) -> list[dict]:
         """Every combination of the varying axes not in `exclude` that has trials under `base`
@@ -429,11 +533,8 @@ class FigureBuilder:
         facets = [dict(zip(keys, c)) for c in combos.itertuples(index=False)]
         return sorted(facets, key=lambda f: [order[k].index(f[k]) for k in keys])
 
-    def _panels(self, hue: str, base: dict, exclude: set[str] = frozenset()) -> list[Panel]:
-        return [
-            self._panel(facet_title(f), hue, **base, **f)
-            for f in self._facets({hue, *exclude}, base)
-        ]
+    def _panels(self, hue: str, base: dict, y: str) -> list[Panel]:
+        return [self._panel(facet_title(f), hue, y, **base, **f) for f in self._facets({hue}, base)]
 
     def _hue_palette(self, hue: str) -> tuple[dict, dict]:
         if hue == "criterion":
@@ -453,11 +554,13 @@ class FigureBuilder:
     def _ncols(panels: list[Panel]) -> int:
         return min(len(panels), 3)
 
-    def _compare(self, hue: str, y: str, label: str, what: str, reference: bool = True):
+    def _compare(
+        self, hue: str, y: str, label: str, what: str, reference: bool = True, budget=None
+    ):
         f = self._main_filter()
         if not f:
             return None
-        panels = [p for p in self._panels(hue, f) if _has_data(p)]
+        panels = [p for p in self._panels(hue, f, y) if _has_data(p)]
         if not panels:
             return None
         colors, labels = self._hue_palette(hue)
@@ -470,6 +573,7 @@ class FigureBuilder:
             colors,
             labels,
             reference=reference,
+            budget=budget,
         )
 
     def accuracy(self) -> Figure | None:
@@ -487,9 +591,14 @@ class FigureBuilder:
         units = set(self.trials["steps_unit"].dropna()) if "steps_unit" in self.trials else set()
         if units == {"it"} and self.levels["best_iteration_mean"].notna().any():
             y, label, what = "best_iteration_mean", ITERATION_LABEL, "Early-stop iteration"
+            unit = "iterations"
         else:
             y, label, what = "best_epoch_mean", EPOCH_LABEL, "Early-stop epoch"
-        return self._compare(self.hue, y, label, f"{what} vs weights remaining", reference=False)
+            unit = "epochs"
+        budget = (self.budget[unit], unit) if np.isfinite(self.budget[unit]) else None
+        return self._compare(
+            self.hue, y, label, f"{what} vs weights remaining", reference=False, budget=budget
+        )
 
     def _variant(
         self, column: str, value: str, labels: dict, colors: dict, what: str, base: dict

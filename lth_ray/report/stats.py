@@ -3,7 +3,8 @@
 Definitions (the README repeats them; summary.md states them in one paragraph):
 - 95% CI: Student t-interval across seeds, mean +- t_{0.975, n-1} * s / sqrt(n), s the sample standard
   deviation. n = 1 gives no interval (NaN bounds; plots draw a line without a band). Accuracy
-  bounds are clipped to [0, 100]% (few seeds give wide intervals: t_{0.975,1} = 12.7).
+  bounds are clipped to [0, 100]% (few seeds give wide intervals: t_{0.975,1} = 12.7); early-stop
+  bounds to [first evaluation, the round's training budget] (epochs or iterations trained).
 - A group is one value of every grid axis but the seed: criterion, prune rate, schedule, control, and
   any other field the sweep varies (`prune.rewind`, `model.width`, ...). Its n counts seeds: repeated
   controls of one ticket are averaged per seed first.
@@ -76,6 +77,24 @@ def accuracy_interval(values_pct: Iterable[float]) -> Interval:
     )
 
 
+def budget_interval(values: Iterable[float], low: float, budget: float) -> Interval:
+    """t-interval of an early-stop point, bounds clipped to what training can reach: from the first
+    evaluation (`low`) to the round's budget (NaN: not logged, no upper clip)."""
+    ci = t_interval(values)
+    if ci.n < 2:
+        return ci
+    high = min(ci.high, budget) if np.isfinite(budget) else ci.high
+    return dataclasses.replace(ci, low=max(ci.low, low), high=high)
+
+
+def _budget(rows: pd.DataFrame, column: str) -> float:
+    """The most a seed of this level trained (epochs or iterations), NaN when not logged."""
+    if column not in rows:
+        return math.nan
+    values = pd.to_numeric(rows[column], errors="coerce")
+    return float(values.max()) if values.notna().any() else math.nan
+
+
 def complete_rows(trials: pd.DataFrame) -> pd.DataFrame:
     rows = trials[(trials["status"] == COMPLETE) & trials["round"].notna()].copy()
     rows["acc_pct"] = rows["test_acc"] * 100.0
@@ -123,8 +142,13 @@ def level_stats(trials: pd.DataFrame) -> pd.DataFrame:
     rows = per_seed(complete_rows(trials), keys)
     out = []
     for key, g in rows.groupby(keys + ["round"], sort=True, dropna=False):
-        acc, epoch = accuracy_interval(g["acc_pct"]), t_interval(g["best_epoch"])
-        iteration = t_interval(g["best_iteration"]) if "best_iteration" in g else t_interval([])
+        acc = accuracy_interval(g["acc_pct"])
+        epoch = budget_interval(g["best_epoch"], 1.0, _budget(g, "epochs"))
+        iteration = (
+            budget_interval(g["best_iteration"], 0.0, _budget(g, "iterations"))
+            if "best_iteration" in g
+            else t_interval([])
+        )
         wr = g["weights_remaining"]
         out.append(
             (

@@ -101,7 +101,8 @@ def _header(
                 "",
                 *verdict,
                 "Details: primary.csv (one primary test per comparison), comparisons.csv (one row"
-                " per comparison and level), noninferiority.csv (each level against dense).",
+                " per comparison and level), noninferiority.csv (each level against dense),"
+                " comparisons_by_seed.csv (each seed's paired difference).",
                 "",
             ]
             if verdict

@@ -316,6 +316,8 @@ class TrialRun:
                 Metric("epoch_val_loss", float(e["val_loss"]), now, step),
                 Metric("epoch_val_acc", float(e["val_acc"]), now, step),
             ]
+            if "iteration" in e:  # curves checkpointed before it was recorded lack it
+                metrics.append(Metric("epoch_iteration", float(e["iteration"]), now, step))
         log_metrics(self.client, self.run_id, metrics)
         retry(
             lambda: self.client.set_tag(self.run_id, schema.TAG_ROUNDS_DONE, str(r + 1)),

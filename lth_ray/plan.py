@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import pickle
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -220,22 +220,36 @@ class PlanSearcher(Searcher):
             self.failed.discard(uid)
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
+        """JSON, not pickle: the searcher's state lies in the sweep's storage with the trials'."""
+        with open(checkpoint_path, "w", encoding="utf-8") as f:
+            json.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+        from lth_ray.safe_io import UnsafeStateError
+
+        try:
+            with open(checkpoint_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UnsafeStateError(
+                f"{checkpoint_path}: refused, the searcher's state is not JSON ({e}); nothing in"
+                " it was run"
+            ) from None
+        self.set_state(state)
 
     def get_state(self) -> dict:
         return {
-            "units": self.units,
-            "order": self.order,
+            "units": [dataclasses.asdict(self.units[u]) for u in self.order],
             "static": self.static,
             "issued": self.issued,
-            "done": self.done,
-            "failed": self.failed,
+            "done": sorted(self.done),
+            "failed": sorted(self.failed),
         }
 
     def set_state(self, state: dict) -> None:
-        self.__dict__.update(state)
+        units = [Unit(**{**u, "deps": tuple(u["deps"])}) for u in state["units"]]
+        self.units = {u.id: u for u in units}
+        self.order = [u.id for u in units]
+        self.static = state["static"]
+        self.issued = dict(state["issued"])
+        self.done, self.failed = set(state["done"]), set(state["failed"])

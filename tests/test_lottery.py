@@ -5,6 +5,7 @@ import lth_ray.lottery as lottery
 from lth_ray.data import load_dataset
 from lth_ray.lottery import LotteryTrial
 from lth_ray.pruning import prune_count, schedule_remaining
+from lth_ray.trial_store import TrialStore
 from tests.helpers import tiny_trial, with_changes
 
 
@@ -188,10 +189,10 @@ def test_resume_from_checkpoint_is_equivalent(data, tmp_path):
     first = LotteryTrial(cfg, data)
     first.run_round()
     first.run_round()
-    torch.save(first.checkpoint(), tmp_path / "ckpt.pt")
+    TrialStore(str(tmp_path), "ckpt").save({"trial": first.checkpoint()})  # the sweep's format
     del first
     resumed = LotteryTrial(cfg, data)
-    resumed.restore(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    resumed.restore(TrialStore(str(tmp_path), "ckpt").load()["trial"])
     assert resumed.state.rounds_done == 2
     resumed.run()
     drop = ("train_seconds", "images_per_s")

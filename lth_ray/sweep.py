@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # MLflow's usage telemetry: nothing to send from a sweep (and its client thread raced in trials)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from lth_ray import schema  # noqa: E402
+from lth_ray import local_ray, schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import load_ablation  # noqa: E402
@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Ray cluster to join ('auto' or host:port; default RAY_ADDRESS or a local Ray)",
     )
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    ap.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="local Ray: accept connections on every interface, not only 127.0.0.1 (anyone who can"
+        " reach this machine can then run code in the sweep: trusted networks only)",
+    )
     ap.add_argument(
         "--max-concurrent",
         type=int,
@@ -182,7 +188,7 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
 
 
 def init_ray(args: argparse.Namespace) -> bool:
-    """Join a cluster (--address / RAY_ADDRESS) or start a quiet local Ray. Returns True when local."""
+    """Join a cluster (--address / RAY_ADDRESS) or start a quiet local Ray on loopback. Returns True when local."""
     import ray
 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -199,7 +205,7 @@ def init_ray(args: argparse.Namespace) -> bool:
         kwargs["_temp_dir"] = os.environ["LTH_RAY_TMPDIR"]
     if os.environ.get("LTH_RAY_NODE_IP"):
         kwargs["_node_ip_address"] = os.environ["LTH_RAY_NODE_IP"]
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, **kwargs)
+    local_ray.start(args.num_cpus, listen_all=args.listen_all, **kwargs)
     return True
 
 

@@ -31,6 +31,7 @@ from lth_ray.config.load import load_ablation  # noqa: E402
 from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
+from lth_ray.names import redact_argv, redact_uri, slug_problem  # noqa: E402
 from lth_ray.plan import Plan, PlanSearcher  # noqa: E402
 from lth_ray.tracking import (  # noqa: E402
     SweepContext,
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     try:
+        if args.sweep_id is not None and slug_problem(args.sweep_id):
+            raise ConfigError(args.ablation, "--sweep-id", str(slug_problem(args.sweep_id)))
         spec = load_spec(args)
         trials = [absolutize(t) for t in expand_trials(spec)]
     except ConfigError as e:
@@ -322,11 +325,14 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
-                schema.TAG_COMMAND: " ".join(["python -m lth_ray.sweep", *sys.argv[1:]])[:5000],
+                schema.TAG_COMMAND: " ".join(
+                    ["python -m lth_ray.sweep", *redact_argv(sys.argv[1:])]
+                )[:5000],
             },
         )
     print(
-        f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"
+        f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {redact_uri(tracking_uri)}"
+        f" (run {ctx.parent_run_id})"
     )
     print(plan.summary())
     try:

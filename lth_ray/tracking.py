@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param
 from lth_ray import schema
 from lth_ray.config.grid import arm_of, trial_key
 from lth_ray.config.specs import TrialConfig
+from lth_ray.names import tag_equals
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,9 +160,9 @@ def find_sweep(
     exp = retry(lambda: client.get_experiment_by_name(ablation), "get experiment")
     if exp is None:
         return None
-    query = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_SWEEP}'"
+    query = tag_equals(schema.TAG_ROLE, schema.ROLE_SWEEP)
     if sweep_id:
-        query += f" and tags.`{schema.TAG_SWEEP}` = '{sweep_id}'"
+        query += " and " + tag_equals(schema.TAG_SWEEP, sweep_id)
     runs = retry(
         lambda: client.search_runs(
             [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1
@@ -179,7 +180,10 @@ def find_sweep(
 def rounds_done(ctx: SweepContext) -> dict[str, int]:
     """Rounds each trial of the sweep has logged so far (to show true progress on --resume)."""
     client = MlflowClient(ctx.tracking_uri)
-    query = f"tags.`{schema.TAG_SWEEP}` = '{ctx.sweep_id}' and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+    query = (
+        f"{tag_equals(schema.TAG_SWEEP, ctx.sweep_id)}"
+        f" and {tag_equals(schema.TAG_ROLE, schema.ROLE_TRIAL)}"
+    )
     runs = retry(
         lambda: client.search_runs([ctx.experiment_id], query, max_results=50000), "list trials"
     )
@@ -285,8 +289,9 @@ class TrialRun:
 
     def _existing_run(self, key: str) -> str | None:
         query = (
-            f"tags.`{schema.TAG_SWEEP}` = '{self.ctx.sweep_id}' and tags.`{schema.TAG_TRIAL}` = '{key}'"
-            f" and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+            f"{tag_equals(schema.TAG_SWEEP, self.ctx.sweep_id)}"
+            f" and {tag_equals(schema.TAG_TRIAL, key)}"
+            f" and {tag_equals(schema.TAG_ROLE, schema.ROLE_TRIAL)}"
         )
         runs = retry(
             lambda: self.client.search_runs([self.ctx.experiment_id], query, max_results=1),

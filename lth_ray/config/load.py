@@ -9,34 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lth_ray.config import safe_yaml
 from lth_ray.config.coerce import build
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials
 from lth_ray.config.specs import AblationSpec, TrialConfig
 from lth_ray.config.validate import validate_sweep, validate_trial
-
-
-def _duplicate_keys(node: yaml.Node, file: str, path: str = "") -> None:
-    """Refuse a key written twice in one mapping (YAML would silently keep the second)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value in node.value:
-            key = str(key_node.value)
-            here = f"{path}.{key}" if path else key
-            if key in seen:
-                raise ConfigError(
-                    file,
-                    here,
-                    f"written twice in one mapping (lines {seen[key] + 1} and"
-                    f" {key_node.start_mark.line + 1}); the second would silently replace the first",
-                )
-            seen[key] = key_node.start_mark.line
-            _duplicate_keys(value, file, here)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _duplicate_keys(item, file, f"{path}[{i}]")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -52,13 +30,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             "<file>",
             f"expected UTF-8 text; byte {e.start} is not UTF-8 ({raw[e.start]:#04x})",
         ) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None:
-            _duplicate_keys(root, file)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(file, "<file>", f"not valid YAML: {e}") from None
+    data = safe_yaml.parse(text, file)
     if data is None:
         raise ConfigError(file, "<file>", "the file is empty; expected an ablation mapping")
     if not isinstance(data, dict):
@@ -73,12 +45,13 @@ def apply_override(data: dict[str, Any], assignment: str, file: str | None) -> N
     key, raw = assignment.split("=", 1)
     if not key.strip():
         raise ConfigError(file, "--set", f"empty key in {assignment!r}; expected key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(file, key.strip(), f"--set value is not valid YAML: {e}") from None
-    node = data
     parts = key.strip().split(".")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(
+            file, "--set", f"{key.strip()!r} has an empty part; expected key.path=value"
+        )
+    value = safe_yaml.parse(raw, file, key.strip()) if raw.strip() else ""
+    node = data
     if parts[0] == "grid" and len(parts) > 1:  # grid keys are dotted field paths themselves
         parts = ["grid", ".".join(parts[1:])]
     for part in parts[:-1]:

@@ -6,12 +6,12 @@ and criteria; they are imported here, above them, so the specs below never impor
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
 from lth_ray.config.specs import AblationSpec, TrialConfig, parse_rewind, parse_steps
+from lth_ray.names import slug_problem
 
 CONTROL_KINDS = ("reinit", "random_mask")
 LAYER_TYPES = ("conv", "fc", "output")
@@ -194,9 +194,5 @@ def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
         "tune.max_failures",
         f"expected >= 0, got {spec.tune.max_failures}",
     )
-    _check(
-        bool(re.match(r"^[A-Za-z0-9_.-]+$", spec.name)),
-        file,
-        "name",
-        f"expected letters, digits, '_', '-', '.', got {spec.name!r}",
-    )
+    problem = slug_problem(spec.name)  # it names the storage and report folders
+    _check(problem is None, file, "name", str(problem))

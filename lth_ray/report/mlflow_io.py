@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from lth_ray import schema
+from lth_ray.names import tag_equals
 from lth_ray.report.errors import ReportError
 from lth_ray.report.tidy import RunRecord, tidy_trials
 
@@ -87,8 +88,7 @@ def _search_all(client, experiment_ids: Sequence[str], filter_string: str, order
 
 
 def _tag_filter(key: str, value: str) -> str:
-    escaped = value.replace("'", "\\'")
-    return f"tags.`{key}` = '{escaped}'"
+    return tag_equals(key, value)
 
 
 def _experiments(client) -> list:

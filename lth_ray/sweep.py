@@ -29,6 +29,7 @@ from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import load_ablation  # noqa: E402
 from lth_ray.config.specs import AblationSpec, TrialConfig  # noqa: E402
+from lth_ray.config.sweep_checks import sweep_notes  # noqa: E402
 from lth_ray.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.mps import MpsError, mps_active, mps_daemon  # noqa: E402
 from lth_ray.names import redact_argv, redact_uri, slug_problem  # noqa: E402
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cap on trials running at once (overrides tune.max_concurrent)",
     )
     ap.add_argument(
+        "--max-trials",
+        type=int,
+        help="refuse sweeps of more trials than this (default 10000; sets tune.max_trials)",
+    )
+    ap.add_argument(
         "--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep"
     )
     ap.add_argument("--sweep-id", help="with --resume: which sweep; otherwise: name the new sweep")
@@ -124,6 +130,8 @@ def load_spec(args: argparse.Namespace) -> AblationSpec:
         sets.append(f"dataset.root={args.data_root}")
     if args.max_concurrent is not None:
         sets.append(f"tune.max_concurrent={args.max_concurrent}")
+    if args.max_trials is not None:
+        sets.append(f"tune.max_trials={args.max_trials}")
     return load_ablation(args.ablation, sets)
 
 
@@ -288,7 +296,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     from lth_ray.plan import build_plan
 
     plan = build_plan(trials, share=not args.no_share)
+    for note in sweep_notes(spec, trials):
+        print(note)
     if args.dry_run:
+        fetched = [t for t in trials if t.dataset.download]
+        if fetched:
+            print(
+                f"note: --dry-run does not read {fetched[0].dataset.name} (dataset.download: true"
+                " would fetch it); the sweep reads it before any trial starts"
+            )
+        try:  # every check that needs no training: the data on disk is read (and cached) too
+            check_data([t for t in trials if not t.dataset.download], args.ablation)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
         print(sweep_size(spec, trials))
         print(plan.summary())
         print(trial_table(trials))

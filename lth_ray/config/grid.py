@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lth_ray.config import sweep_checks
 from lth_ray.config.coerce import coerce, field_type
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.specs import AblationSpec, TrialConfig, axis_paths
@@ -167,6 +168,7 @@ def parse_axes(spec: AblationSpec, file: str | None = None) -> list[Axis]:
                     raise ConfigError(file, f"{where}[{i}]", "expected at least one field to set")
                 values.append(fields)
                 explicit.append(v.get(BUNDLE_LABEL))
+            sweep_checks.check_labels(key, explicit, file)
             labels = _bundle_labels(values, explicit)
         for i, v in enumerate(values):
             for j in range(i):
@@ -216,6 +218,7 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
     """Every trial of the sweep: the tickets of all grid points, then one-shot baselines, then
     controls; each with its key and its varying fields (`axes`) set."""
     axes = parse_axes(spec, file)
+    sweep_checks.check_count(spec, [len(a.values) for a in axes], [a.key for a in axes], file)
     varying = [a for a in axes if len(a.values) > 1]
     base = spec.base_trial()
     points = []
@@ -256,12 +259,9 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
             for k in range(n):
                 suffix = ARM_NAMES[kind] + (str(k) if n > 1 else "")
                 controls.append(_named(_arm(t, t.prune.schedule, kind, k), stem, [suffix]))
-    trials, seen = [], set()
-    for t in tickets + one_shots + controls:
-        ident = identity(t)
-        if ident not in seen:
-            seen.add(ident)
-            trials.append(t)
+    trials = tickets + one_shots + controls
+    sweep_checks.check_same_work(trials, file)  # never two names for one piece of work
+    sweep_checks.check_devices(spec, trials, file)
     rates = next((a for a in varying if "prune.fraction" in a.fields), None)
     if rates is not None:
         for t in trials:

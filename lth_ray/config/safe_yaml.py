@@ -111,7 +111,7 @@ def parse(text: str, file: str | None, where: str = "<file>") -> Any:
         raise ConfigError(file, where, f"{e.message} (at '{e.field}' of the value)") from None
     except RecursionError:
         raise ConfigError(file, where, f"nested deeper than {MAX_DEPTH} levels") from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer of thousands of digits
         raise ConfigError(file, where, f"not valid YAML: {e}") from None
     finally:
         if loader is not None:

@@ -222,6 +222,10 @@ class TuneSpec:
         3, "retries of a trial that dies (it resumes from its last finished round)"
     )
     reuse_actors: bool = doc(True, "reuse Ray actors between trials (much faster for small trials)")
+    max_trials: int = doc(
+        10_000,
+        "refuse a sweep of more trials than this (counted before any is built; --max-trials)",
+    )
 
 
 @dataclass

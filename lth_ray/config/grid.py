@@ -139,6 +139,8 @@ def _check_value(
 
 def parse_axes(spec: AblationSpec, file: str | None = None) -> list[Axis]:
     """The grid's axes, each value typed and validated against the base trial."""
+    sizes = {k: len(v) for k, v in spec.grid.items() if isinstance(v, list)}
+    sweep_checks.check_count(spec, list(sizes.values()), list(sizes), file)  # before any value
     base = spec.base_trial()
     axes: list[Axis] = []
     owner: dict[str, str] = {}  # field -> the axis that sets it
@@ -170,13 +172,15 @@ def parse_axes(spec: AblationSpec, file: str | None = None) -> list[Axis]:
                 explicit.append(v.get(BUNDLE_LABEL))
             sweep_checks.check_labels(key, explicit, file)
             labels = _bundle_labels(values, explicit)
+        first: dict[str, int] = {}
         for i, v in enumerate(values):
-            for j in range(i):
-                if values[j] == v:
-                    raise ConfigError(
-                        file, f"{where}[{i}]", f"repeats {where}[{j}] ({format_value(raw[i])})"
-                    )
+            j = first.setdefault(repr(sorted(v.items())), i)
+            if j != i:
+                raise ConfigError(
+                    file, f"{where}[{i}]", f"repeats {where}[{j}] ({format_value(raw[i])})"
+                )
             _check_value(base, v, f"{where}[{i}]", not _is_field(path), file)
+        sweep_checks.check_axis_values(base, key, values, set_field, file)
         for f in dict.fromkeys(p for v in values for p in v):
             if f in owner:
                 raise ConfigError(
@@ -218,7 +222,6 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
     """Every trial of the sweep: the tickets of all grid points, then one-shot baselines, then
     controls; each with its key and its varying fields (`axes`) set."""
     axes = parse_axes(spec, file)
-    sweep_checks.check_count(spec, [len(a.values) for a in axes], [a.key for a in axes], file)
     varying = [a for a in axes if len(a.values) > 1]
     base = spec.base_trial()
     points = []
@@ -259,6 +262,8 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
             for k in range(n):
                 suffix = ARM_NAMES[kind] + (str(k) if n > 1 else "")
                 controls.append(_named(_arm(t, t.prune.schedule, kind, k), stem, [suffix]))
+    points = {sweep_checks.work_identity(t) for t in tickets}
+    one_shots = [t for t in one_shots if sweep_checks.work_identity(t) not in points]  # noted
     trials = tickets + one_shots + controls
     sweep_checks.check_same_work(trials, file)  # never two names for one piece of work
     sweep_checks.check_devices(spec, trials, file)

@@ -65,6 +65,18 @@ def normalize(data: dict[str, Any], file: str | None) -> dict[str, Any]:
     """Shorthands -> the typed layout: `controls: [reinit]`, and `baselines.reinit: [criteria]`."""
     data = dict(data)
     controls = data.get("controls")
+    listed = controls if isinstance(controls, list) else None
+    if isinstance(controls, dict) and isinstance(controls.get("kinds"), list):
+        listed = controls["kinds"]
+    where = "controls" if isinstance(controls, list) else "controls.kinds"
+    for i, kind in enumerate(listed or []):
+        if listed.index(kind) != i:
+            raise ConfigError(
+                file,
+                f"{where}[{i}]",
+                f"{kind!r} is listed twice; for several controls of one kind give a count:"
+                f" controls: {{kinds: {{{kind}: 2}}}}",
+            )
     if isinstance(controls, list):
         data["controls"] = {"kinds": {str(k): 1 for k in controls}}
     elif isinstance(controls, dict) and isinstance(controls.get("kinds"), list):

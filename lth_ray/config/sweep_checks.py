@@ -20,10 +20,18 @@ RESOURCE_STEP = 0.01  # Ray counts resources in 1/10000ths; below a hundredth is
 
 
 def count_trials(spec: AblationSpec, axis_sizes: list[int]) -> int:
-    """An upper bound of the trials the grid makes, by arithmetic alone."""
+    """An upper bound of the trials the grid makes, by arithmetic alone: every point's ticket and
+    baseline, and the controls of the points whose criterion gets them."""
     points = math.prod(axis_sizes)
-    per_point = 1 + int(spec.baselines.one_shot) + sum(spec.controls.kinds.values())
-    return points * per_point
+    controls = sum(spec.controls.kinds.values())
+    with_controls = points
+    wanted = set(spec.controls.criteria)
+    axis = next((spec.grid[k] for k in ("prune.criterion", "criteria") if k in spec.grid), None)
+    if wanted and isinstance(axis, list) and axis:
+        with_controls = points // len(axis) * sum(c in wanted for c in axis)
+    elif wanted and axis is None and spec.prune.criterion not in wanted:
+        with_controls = 0
+    return points * (1 + int(spec.baselines.one_shot)) + with_controls * controls
 
 
 def check_count(
@@ -34,11 +42,12 @@ def check_count(
     if n > cap:
         sizes = " x ".join(f"{k} ({s})" for k, s in zip(where, axis_sizes)) or "no axis"
         per_point = 1 + int(spec.baselines.one_shot) + sum(spec.controls.kinds.values())
-        field = "controls.kinds" if per_point > cap else "grid"
+        field = "controls.kinds" if sum(spec.controls.kinds.values()) >= cap else "grid"
         raise ConfigError(
             file,
             field,
-            f"the sweep would hold up to {n:,} trials ({sizes}, {per_point} arms per point), over"
+            f"the sweep would hold up to {n:,} trials ({sizes}, up to {per_point} arms per point),"
+            " over"
             f" the cap of {cap:,}: narrow it, or raise the cap with --max-trials N"
             " (tune.max_trials)",
         )
@@ -120,6 +129,30 @@ def work_identity(t: TrialConfig) -> str:
     return repr(d)
 
 
+def check_axis_values(base: TrialConfig, key: str, values: list[dict], set_field, file) -> None:
+    """Two values of one axis that, applied to the base trial, spell the same work."""
+    import copy
+
+    seen: dict[str, int] = {}
+    for i, fields in enumerate(values):
+        t = copy.deepcopy(base)
+        for path, value in fields.items():
+            set_field(t, path, value)
+        ident = work_identity(t)
+        if ident in seen:
+            raise ConfigError(
+                file,
+                f"grid.{key}[{i}]",
+                f"is the same work as grid.{key}[{seen[ident]}] once applied to the base trial"
+                f" ({_spell(values[seen[ident]])} vs {_spell(fields)}): drop one",
+            )
+        seen[ident] = i
+
+
+def _spell(fields: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in fields.items())
+
+
 def check_same_work(trials: list[TrialConfig], file: str | None) -> None:
     """Refuse two trials of the sweep that compute the same thing under different names."""
     seen: dict[str, TrialConfig] = {}
@@ -172,19 +205,24 @@ def check_devices(spec: AblationSpec, trials: list[TrialConfig], file: str | Non
 
 def sweep_notes(spec: AblationSpec, trials: list[TrialConfig]) -> list[str]:
     """What the sweep did not do as literally asked, for the console and `--dry-run`."""
-    from lth_ray.config.grid import arm_of
+    from lth_ray.config.grid import ARM_NAMES, arm_of
 
-    arms = [arm_of(t) for t in trials]
-    tickets, one_shot = arms.count("ticket"), arms.count("one_shot")
-    points = tickets + one_shot - (tickets if spec.baselines.one_shot else 0)
-    if spec.baselines.one_shot and one_shot > tickets:
-        which = (
-            "every grid point is"
-            if tickets == 0
-            else f"{one_shot - tickets} of {points} grid points are"
-        )
-        return [
+    if not spec.baselines.one_shot:
+        return []
+    points = [t for t in trials if t.prune.control == "none"]
+    baselines = sum(t.key.endswith("-" + ARM_NAMES["one_shot"]) for t in points)
+    iterative = sum(arm_of(t) == "ticket" for t in points)
+    one_shot_points = len(points) - baselines - iterative
+    notes = []
+    if one_shot_points:
+        which = "every grid point is" if not iterative else f"{one_shot_points} grid points are"
+        notes.append(
             f"note: baselines.one_shot adds no trial where {which} one-shot already"
             " (prune.schedule: one_shot): such a point is its own one-shot baseline"
-        ]
-    return []
+        )
+    if iterative > baselines:
+        notes.append(
+            f"note: {iterative - baselines} one-shot baselines are not added: each is a one-shot"
+            " grid point of the sweep already (grid.prune.schedule), which serves as the baseline"
+        )
+    return notes

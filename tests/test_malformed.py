@@ -931,11 +931,6 @@ MERGE = cases(
             ("grid.prune.control_index", "prune.control_index"),
         ),
         C(
-            "merge-criteria-without-kinds",
-            edit({"controls": {"criteria": ["magnitude"]}}),
-            "controls.criteria",
-        ),
-        C(
             "merge-set-same-work",
             SMOKE_TEXT,
             "grid.train.initial",
@@ -1037,7 +1032,6 @@ CROSS_MORE = cases(
             edit({**LAYERWISE, "prune.layer_fractions": {"conv": 0.0, "fc": 0.0}}),
             "prune.layer_fractions",
         ),
-        C("cross-device-cpu-with-gpus", edit({"resources.gpu": 1}), "resources.gpu"),
         C("cross-device-cuda-without-gpu", edit({"train.device": "cuda"}), "train.device"),
         C(
             "cross-device-cuda-axis-without-gpu",
@@ -1228,6 +1222,21 @@ def test_a_one_shot_baseline_of_one_shot_points_is_pointed_out(tmp_path, capsys)
     assert "note: baselines.one_shot adds no trial where 8 grid points are one-shot" in out
     assert "note: 8 one-shot baselines are not added" in out
     assert "smoke: 20 trials" in out  # 8 iterative + 8 one-shot points, 4 magnitude controls
+
+
+@pytest.mark.parametrize(
+    "changes, note",
+    [
+        ({"controls": {"criteria": ["magnitude"]}}, "no control kind (controls.kinds)"),
+        ({"resources.gpu": 1}, "every trial trains on the CPU (train.device: cpu)"),
+    ],
+)
+def test_what_is_accepted_with_a_note(changes, note, tmp_path, capsys):
+    path = tmp_path / "noted.yaml"
+    path.write_text(edit(changes), encoding="utf-8")
+    rc, out, err = run_dry(path, (), capsys)
+    assert rc == 0, err
+    assert note in out
 
 
 def test_size_caps_answer_fast_and_the_flag_raises_them(tmp_path, capsys):

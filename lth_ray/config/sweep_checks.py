@@ -69,12 +69,6 @@ def check_arms(spec: AblationSpec, file: str | None) -> None:
                 f"grid.{key}",
                 "control arms are not an axis: list them in 'controls:', and each ticket gets them",
             )
-    if spec.controls.criteria and not spec.controls.kinds:
-        raise ConfigError(
-            file,
-            "controls.criteria",
-            "criteria given, but no control kinds (controls.kinds): no control would run",
-        )
 
 
 def check_labels(key: str, explicit: list[Any], file: str | None) -> None:
@@ -187,18 +181,14 @@ def check_devices(spec: AblationSpec, trials: list[TrialConfig], file: str | Non
                 f" {'0 or ' if name == 'gpu' else ''}at least {RESOURCE_STEP:g}",
             )
     devices = {t.train.device for t in trials}
-    if "cpu" in devices and devices == {"cpu"} and r.gpu > 0:
-        raise ConfigError(
-            file,
-            "resources.gpu",
-            f"reserves {r.gpu:g} GPU per trial, but every trial trains on the CPU (train.device:"
-            " cpu): the GPUs would sit idle; set resources.gpu: 0 or train.device: auto",
-        )
     if "cuda" in devices and r.gpu <= 0:
+        import torch
+
+        here = "" if torch.cuda.is_available() else "this machine has no visible CUDA device, and "
         raise ConfigError(
             file,
             "train.device",
-            "cuda, but resources.gpu is 0: Ray hides every GPU from such a trial; set"
+            f"is 'cuda' but {here}resources.gpu is 0: Ray hides every GPU from such a trial; set"
             " resources.gpu (e.g. 1, or 0.25 to pack four trials per GPU)",
         )
 
@@ -207,13 +197,23 @@ def sweep_notes(spec: AblationSpec, trials: list[TrialConfig]) -> list[str]:
     """What the sweep did not do as literally asked, for the console and `--dry-run`."""
     from lth_ray.config.grid import ARM_NAMES, arm_of
 
+    notes = []
+    if spec.controls.criteria and not spec.controls.kinds:
+        notes.append(
+            "note: controls.criteria is set but no control kind (controls.kinds): no control runs"
+        )
+    if spec.resources.gpu > 0 and {t.train.device for t in trials} == {"cpu"}:
+        notes.append(
+            f"note: resources.gpu reserves {spec.resources.gpu:g} GPU per trial, but every trial"
+            " trains on the CPU (train.device: cpu): set resources.gpu: 0 to leave the GPUs to"
+            " others, or train.device: auto to use them"
+        )
     if not spec.baselines.one_shot:
-        return []
+        return notes
     points = [t for t in trials if t.prune.control == "none"]
     baselines = sum(t.key.endswith("-" + ARM_NAMES["one_shot"]) for t in points)
     iterative = sum(arm_of(t) == "ticket" for t in points)
     one_shot_points = len(points) - baselines - iterative
-    notes = []
     if one_shot_points:
         which = "every grid point is" if not iterative else f"{one_shot_points} grid points are"
         notes.append(

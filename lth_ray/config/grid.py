@@ -51,6 +51,7 @@ BARE = {
     "dataset.name",
 }
 ARM_NAMES = {"one_shot": "oneshot", "reinit": "reinit", "random_mask": "rmask"}
+MAX_KEY = 160  # characters of a trial key (longer keys keep a prefix and a hash)
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,11 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
                 raise ConfigError(
                     file, "grid", f"trial {t.key}: field '{e.field}': {e.message}"
                 ) from None
+    for t in trials:  # a key names folders: keep it well under a file name's 255 bytes
+        if len(t.key) > MAX_KEY:
+            t.key = (
+                t.key[: MAX_KEY - 11] + "-" + hashlib.sha256(identity(t).encode()).hexdigest()[:10]
+            )
     by_key: dict[str, list[TrialConfig]] = {}
     for t in trials:
         by_key.setdefault(t.key, []).append(t)

@@ -88,7 +88,10 @@ def _search_all(client, experiment_ids: Sequence[str], filter_string: str, order
 
 
 def _tag_filter(key: str, value: str) -> str:
-    return tag_equals(key, value)
+    try:
+        return tag_equals(key, value)
+    except ValueError as e:  # a value no MLflow filter can hold
+        raise ReportError(str(e)) from None
 
 
 def _experiments(client) -> list:

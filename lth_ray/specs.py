@@ -36,6 +36,11 @@ class DatasetSpec:
         "data", "folder with the dataset files (for image_folder also a .tar.xz archive)"
     )
     download: bool = doc(False, "let torchvision download the dataset when it is missing")
+    verify_checksums: bool = doc(
+        True,
+        "cifar10: check each python-pickle batch against torchvision's md5 list before reading it;"
+        " false only for batches you made yourself (they are still read without running code)",
+    )
     val_size: int = doc(
         5000, "examples held out of the training set for validation / early stopping"
     )
@@ -216,6 +221,10 @@ class TuneSpec:
         3, "retries of a trial that dies (it resumes from its last finished round)"
     )
     reuse_actors: bool = doc(True, "reuse Ray actors between trials (much faster for small trials)")
+    max_trials: int = doc(
+        10_000,
+        "refuse a sweep of more trials than this (counted before any is built; --max-trials)",
+    )
 
 
 @dataclass

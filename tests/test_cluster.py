@@ -16,6 +16,7 @@ stopped by PID (never a global `ray stop`), also when a test fails.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -171,6 +172,48 @@ def test_cluster_yaml_shape() -> None:
     assert "--allowed-hosts" in server and "--artifacts-destination" in server
 
 
+def test_mlflow_needs_a_password_and_workers_reach_only_the_sweep_bucket() -> None:
+    c = load_cluster_yaml()
+    # MLflow's basic-auth app, its admin user from the environment, no permission for anyone else.
+    server = mlflow_command(c)
+    assert "--app-name basic-auth" in server
+    assert 'MLFLOW_AUTH_CONFIG_PATH="$HOME/mlflow/basic_auth.ini"' in server
+    (ini,) = [x for x in c["head_start_ray_commands"] if "basic_auth.ini" in x and x != server]
+    assert ini == "python -m lth_ray.mlflow_auth ~/mlflow/basic_auth.ini"
+    assert c["file_mounts"]["~/.mlflow/credentials"] == "~/.lth_ray/mlflow_credentials"
+    setup = " ".join(c["setup_commands"])
+
+    # GPU workers: their own instance profile, whose policy reaches only the sweep's S3 prefix.
+    (s3,) = re.findall(r"LTH_RAY_S3=s3://([^/']+)/([^'\s]+)", setup)
+    bucket, prefix = s3
+    workers = {k: v for k, v in c["available_node_types"].items() if k != c["head_node_type"]}
+    for name, w in workers.items():
+        assert w["node_config"]["IamInstanceProfile"] == {"Name": "lth-ray-worker"}, name
+    policy = json.loads((ROOT / "docs" / "iam" / "worker-policy.json").read_text())
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+        for a in actions:
+            assert a.startswith("s3:") and "*" not in a, a  # no wildcard, nothing but S3
+        for r in resources:
+            assert r in (f"arn:aws:s3:::{bucket}/{prefix}/*", f"arn:aws:s3:::{bucket}"), r
+            if r == f"arn:aws:s3:::{bucket}":  # listing the bucket: only under the prefix
+                assert set(actions) <= {"s3:ListBucket", "s3:GetBucketLocation"}, actions
+                if "s3:ListBucket" in actions:
+                    prefixes = st["Condition"]["StringLike"]["s3:prefix"]
+                    assert all(p.startswith(prefix) for p in prefixes), prefixes
+    granted = {
+        a
+        for st in policy["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} <= granted  # Tune's checkpoints
+    passing = json.loads((ROOT / "docs" / "iam" / "head-pass-worker-role.json").read_text())
+    (st,) = passing["Statement"]
+    assert st["Action"] == "iam:PassRole" and st["Resource"].endswith(":role/lth-ray-worker")
+
+
 def test_node_setup_environment(tmp_path: Path) -> None:
     """What the setup leaves for the shells Ray opens on a node: `ray down` runs `ray stop` through
     Ray's ssh wrapper, so the venv's `ray` must be on that PATH; trials need the MLflow address."""
@@ -284,10 +327,27 @@ def mlflow_command(config: dict[str, Any]) -> str:
     return cmd
 
 
-def http_status(url: str, host: str | None = None) -> int:
-    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+def mlflow_start(config: dict[str, Any]) -> str:
+    """The head's commands that set up and start MLflow (its auth config, then the server)."""
+    cmds = config["head_start_ray_commands"]
+    return " && ".join(c for c in cmds if "basic_auth.ini" in c and "mlflow server" not in c) + (
+        "\n" + mlflow_command(config)
+    )
+
+
+def http_status(
+    url: str,
+    host: str | None = None,
+    auth: tuple[str, str] | None = None,
+    method: str = "GET",
+    data: bytes | None = None,
+) -> int:
+    headers = {"Host": host} if host else {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    req = urllib.request.Request(url, headers=headers, method=method, data=data)
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=60) as r:  # a password check takes a while
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -303,6 +363,13 @@ class MlflowServer:
 def mlflow_server() -> Iterator[MlflowServer]:
     home = Path(tempfile.mkdtemp(prefix="lthm"))
     port = free_port()
+    # What ~/.lth_ray_env gives every node; this process (and the Ray nodes it starts) logs with it.
+    credentials = {
+        "MLFLOW_TRACKING_USERNAME": "lth_ray",
+        "MLFLOW_TRACKING_PASSWORD": os.urandom(12).hex(),
+    }
+    before = {k: os.environ.get(k) for k in credentials}
+    os.environ.update(credentials)
     env = dict(
         os.environ,
         HOME=str(home),  # the command keeps its database and pid file under ~/mlflow
@@ -315,7 +382,7 @@ def mlflow_server() -> Iterator[MlflowServer]:
     try:
         # Captured output: a command that leaves its I/O attached to the caller hangs here (and `ray up`).
         started = subprocess.run(
-            ["bash", "-c", mlflow_command(load_cluster_yaml())],
+            ["bash", "-c", mlflow_start(load_cluster_yaml())],
             env=env,
             capture_output=True,
             text=True,
@@ -335,6 +402,11 @@ def mlflow_server() -> Iterator[MlflowServer]:
     finally:
         stop_all(str(home))
         shutil.rmtree(home, ignore_errors=True)
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_head_mlflow_server_serves_its_address_only(mlflow_server: MlflowServer) -> None:
@@ -349,8 +421,16 @@ def test_head_mlflow_server_serves_its_address_only(mlflow_server: MlflowServer)
     ]
     api = f"{mlflow_server.url}/api/2.0/mlflow/experiments/get?experiment_id={exp}"
     port = mlflow_server.url.rsplit(":", 1)[1]
-    assert http_status(api) == 200
-    assert http_status(api, host=f"attacker.example:{port}") == 403  # --allowed-hosts at work
+    auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
+    assert http_status(api, auth=auth) == 200
+    assert http_status(api, host=f"attacker.example:{port}", auth=auth) == 403  # --allowed-hosts
+    # basic-auth: nothing is read, changed or proxied to the artifact store without the password
+    assert http_status(api) == 401
+    assert http_status(api, auth=(auth[0], "wrong")) == 401
+    assert http_status(api, auth=("someone", auth[1])) == 401
+    artifacts = f"{mlflow_server.url}/api/2.0/mlflow-artifacts/artifacts/probe.txt"
+    assert http_status(artifacts, method="PUT", data=b"x") == 401
+    assert not list(mlflow_server.artifacts.rglob("probe.txt"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -174,3 +174,19 @@ def test_a_rate_axis_that_no_layer_uses_is_refused(tmp_path):
         "prune: {rounds: 1}", "prune: {rounds: 1, scope: layerwise, layer_fractions: {conv: 0.1}}"
     )
     assert len(expand_trials(load(tmp_path, ok + "grid: {prune.fraction: [0.1, 0.2]}\n"))) == 2
+
+
+def test_long_trial_keys_are_shortened_and_stay_distinct(tmp_path):
+    labels = ["a" * 90, "b" * 90]
+    text = SMALL + (
+        "grid:\n  net:\n"
+        f"    - {{train.lr: 1.0e-3, label: {labels[0]}}}\n"
+        f"    - {{train.lr: 2.0e-3, label: {labels[1]}}}\n"
+        "  opt:\n"
+        f"    - {{train.weight_decay: 0.0, label: {'c' * 90}}}\n"
+        f"    - {{train.weight_decay: 0.1, label: {'d' * 90}}}\n"
+    )
+    trials = expand_trials(load(tmp_path, text))
+    keys = [t.key for t in trials]
+    assert len(keys) == len(set(keys)) == 4
+    assert all(len(k) <= 160 for k in keys), [len(k) for k in keys]

@@ -216,7 +216,7 @@ def write_cifar(
 
 def test_cifar10_reads_pickle_batches(tmp_path):
     w = write_cifar(tmp_path)
-    raw = load_raw(DatasetSpec(name="cifar10", root=str(tmp_path)))
+    raw = load_raw(DatasetSpec(name="cifar10", root=str(tmp_path), verify_checksums=False))
     assert raw.train_x.shape == (20, 3, 32, 32) and raw.train_x.dtype == torch.uint8
     assert raw.test_x.shape == (3, 3, 32, 32)
     assert raw.classes == CIFAR_NAMES
@@ -230,7 +230,7 @@ def test_cifar10_reads_pickle_batches(tmp_path):
 
 def test_cache_is_reused_and_invalidated_by_a_changed_source(tmp_path, monkeypatch):
     write_cifar(tmp_path, seed=0)
-    spec = DatasetSpec(name="cifar10", root=str(tmp_path))
+    spec = DatasetSpec(name="cifar10", root=str(tmp_path), verify_checksums=False)
     calls = counting(monkeypatch, cifar, "_read_batch")
     first = load_raw(spec)
     assert len(calls) == 6 and list((tmp_path / ".lth_cache").glob("cifar10-*.pt"))
@@ -251,11 +251,41 @@ def test_unwritable_cache_dir_is_skipped(tmp_path, monkeypatch):
     write_cifar(tmp_path)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    spec = DatasetSpec(name="cifar10", root=str(tmp_path), cache_dir=str(blocker / "cache"))
+    spec = DatasetSpec(
+        name="cifar10", root=str(tmp_path), cache_dir=str(blocker / "cache"), verify_checksums=False
+    )
     calls = counting(monkeypatch, cifar, "_read_batch")
     assert load_raw(spec).train_x.shape[0] == 20
     assert load_raw(spec).train_x.shape[0] == 20
     assert len(calls) == 12  # decoded both times, never failed
+
+
+def test_cifar10_batches_are_checked_against_the_published_md5(tmp_path):
+    write_cifar(tmp_path)  # not the official files
+    with pytest.raises(DatasetError, match="verify_checksums") as e:
+        load_raw(DatasetSpec(name="cifar10", root=str(tmp_path)))
+    assert "md5" in str(e.value) and "data_batch_1" in str(e.value)
+
+
+def test_a_crafted_cifar10_batch_runs_nothing_even_unchecked(tmp_path):
+    write_cifar(tmp_path)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(Payload()))
+    spec = DatasetSpec(name="cifar10", root=str(tmp_path), verify_checksums=False)
+    with pytest.raises(DatasetError, match="data_batch_3.*refused"):
+        load_raw(spec)
+    assert not marker.exists()
+
+
+def test_cifar10_md5_list_is_torchvisions():
+    sums = cifar.expected_md5()
+    assert set(sums) == set(cifar.FILES)
+    assert sums["data_batch_1"] == "c99cafc152244af753f735de768cd75f"
 
 
 def test_missing_cifar_offline_explains_the_options(tmp_path):
@@ -294,7 +324,9 @@ def test_download_then_read(tmp_path, monkeypatch):
         write_cifar(Path(root))
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_download)
-    raw = load_raw(DatasetSpec(name="cifar10", root=str(tmp_path), download=True))
+    raw = load_raw(
+        DatasetSpec(name="cifar10", root=str(tmp_path), download=True, verify_checksums=False)
+    )
     assert raw.train_x.shape == (20, 3, 32, 32)
     assert list((tmp_path / ".lth_cache").glob("cifar10-*.pt"))
 

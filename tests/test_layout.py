@@ -21,12 +21,14 @@ FLOORS = {
     "lth_ray.specs": 0,
     "lth_ray.schema": 0,
     "lth_ray.registry": 0,
+    "lth_ray.names": 0,
     "lth_ray.lottery": 1,
     "lth_ray.config": 2,
     "lth_ray.report": 3,
     "lth_ray.sweep": 4,
     "lth_ray.trial": 5,
     "lth_ray.bench": 5,
+    "lth_ray.mlflow_auth": 5,  # the cluster's MLflow credentials tool
     "lth_ray": 5,  # the package's __init__: the public doors
 }
 

@@ -6,6 +6,7 @@ from lth_ray.lottery import schedule
 from lth_ray.lottery.data import load_dataset
 from lth_ray.lottery.pruning import prune_count, schedule_remaining
 from lth_ray.lottery.trial import LotteryTrial
+from lth_ray.sweep.store import SweepStore
 from tests.helpers import tiny_trial, with_changes
 
 
@@ -189,10 +190,12 @@ def test_resume_from_checkpoint_is_equivalent(data, tmp_path):
     first = LotteryTrial(cfg, data)
     first.run_round()
     first.run_round()
-    torch.save(first.checkpoint(), tmp_path / "ckpt.pt")
+    SweepStore(str(tmp_path)).save_state(
+        "ckpt", {"trial": first.checkpoint()}
+    )  # the sweep's format
     del first
     resumed = LotteryTrial(cfg, data)
-    resumed.restore(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    resumed.restore(SweepStore(str(tmp_path)).load_state("ckpt")["trial"])
     assert resumed.state.rounds_done == 2
     resumed.run()
     drop = ("train_seconds", "images_per_s")

@@ -26,7 +26,19 @@ SMOKE_TEXT = (ROOT / "ablations" / "smoke.yaml").read_text(encoding="utf-8")
 SMOKE = yaml.safe_load(SMOKE_TEXT)
 MISSING_ROOT = "/nonexistent/lth-ray-malformed-test-data"
 
-CATEGORIES = ("types", "ranges", "names", "structure", "encoding", "set", "cross", "data")
+CATEGORIES = (
+    "types",
+    "ranges",
+    "names",
+    "structure",
+    "encoding",
+    "set",
+    "cross",
+    "data",
+    "yaml",
+    "size",
+    "merge",
+)
 DEL = object()  # `edit` value: remove the field
 
 
@@ -714,7 +726,338 @@ DATA = cases(
     ],
 )
 
-CORPUS: list[Case] = [*TYPES, *RANGES, *NAMES, *STRUCTURE, *ENCODING, *SET, *CROSS, *DATA]
+# YAML that would crash or hang a loader that follows every alias.
+_LAUGHS = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)  # l9 stands for 10^9 strings
+_DEEP = 2000
+_BOMB = tuple(f"l{i}" for i in range(4, 10))  # the first node over the cap is named
+YAML = cases(
+    "yaml",
+    [
+        C("yaml-recursive-alias-list", SMOKE_TEXT + "tags: &a [*a]\n", ("tags", "<file>")),
+        C(
+            "yaml-recursive-alias-mapping",
+            sub("description: Tiny", "description: &d {self: *d}\n#"),
+            ("description", "description.self"),
+        ),
+        C(
+            "yaml-recursive-alias-in-grid",
+            sub("  seed: [0, 1]\n", "  seed: &s [0, *s]\n"),
+            ("grid.seed", "grid.seed[1]"),
+        ),
+        C("yaml-deep-flow-list", SMOKE_TEXT + "x: " + "[" * _DEEP + "]" * _DEEP + "\n", "<file>"),
+        C(
+            "yaml-deep-flow-mapping",
+            SMOKE_TEXT + "x: " + "{a: " * _DEEP + "1" + "}" * _DEEP + "\n",
+            "<file>",
+        ),
+        C(
+            "yaml-deep-block-mapping",
+            SMOKE_TEXT + "".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v: 1\n",
+            ("<file>", "k0"),
+        ),
+        C(
+            "yaml-deep-but-parsable",
+            SMOKE_TEXT + "x: " + "[" * 60 + "]" * 60 + "\n",
+            ("x", "<file>"),
+        ),
+        C("yaml-billion-laughs", "a0: &l0 lol\n" + _LAUGHS + SMOKE_TEXT, _BOMB),
+        C(
+            "yaml-billion-laughs-in-description",
+            "a0: &l0 lol\n"
+            + _LAUGHS
+            + sub("description: Tiny synthetic end-to-end check.", "description: *l9"),
+            (*_BOMB, "description"),
+        ),
+        C(
+            "yaml-laughs-in-set",
+            SMOKE_TEXT,
+            ("description", "<file>"),
+            "--set",
+            "description=[&a [x, x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a],"
+            " &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c],"
+            " &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d], [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]]",
+        ),
+        C("yaml-recursive-alias-in-set", SMOKE_TEXT, "description", "--set", "description=&a [*a]"),
+        C("yaml-integer-of-5000-digits", sub("seed: 0\n", "seed: " + "9" * 5000 + "\n"), "<file>"),
+        C("yaml-mapping-as-key", SMOKE_TEXT + "? [a, b]\n: 1\n", "<file>"),
+        C("yaml-oversized-file", SMOKE_TEXT + "# " + "x" * (1 << 20) + "\n", "<file>"),
+    ],
+)
+
+# Sizes counted before anything is expanded (each must fail in well under a second).
+_AXES_1E7 = {
+    f"grid.{k}": v
+    for k, v in {
+        "seed": list(range(10)),
+        "prune.fraction": [round(0.05 * i, 2) for i in range(1, 11)],
+        "train.lr": [1e-3 * i for i in range(1, 11)],
+        "train.batch_size": list(range(41, 51)),
+        "dataset.split_seed": list(range(10)),
+        "train.weight_decay": [1e-4 * i for i in range(10)],
+        "model.width": [0.125 + 0.0625 * i for i in range(10)],
+    }.items()
+}
+SIZE = cases(
+    "size",
+    [
+        C("size-grid-product-1e7", edit({**_AXES_1E7, "grid.prune.criterion": DEL}), "grid"),
+        C("size-control-count-1e9", edit({"controls.kinds": {"reinit": 10**9}}), "controls.kinds"),
+        C(
+            "size-random-mask-count-1e9",
+            edit({"controls.kinds": {"random_mask": 10**9}}),
+            "controls.kinds",
+        ),
+        C("size-max-trials-flag", SMOKE_TEXT, ("grid", "--max-trials"), "--max-trials", "5"),
+        C("size-max-trials-field", edit({"tune.max_trials": 3}), ("grid", "tune.max_trials")),
+        C("size-max-trials-zero", edit({"tune.max_trials": 0}), "tune.max_trials"),
+        C(
+            "size-set-control-count",
+            SMOKE_TEXT,
+            "controls.kinds",
+            "--set",
+            "controls={kinds: {reinit: 1000000000}}",
+        ),
+        C(
+            "size-baselines-push-over-cap",
+            edit({"tune.max_trials": 15, "baselines.one_shot": True}),  # 10 trials, 18 with
+            ("grid", "tune.max_trials"),
+        ),
+        C("size-long-seed-axis", edit({"grid.seed": list(range(20000))}), "grid"),
+        C(
+            "size-two-long-axes",
+            edit({"grid.seed": list(range(200)), "grid.dataset.split_seed": list(range(200))}),
+            "grid",
+        ),
+    ],
+)
+
+# Values that would become identical trials, or the same work twice, or arms that do nothing.
+_NET = "grid.net"
+MERGE = cases(
+    "merge",
+    [
+        C(
+            "merge-bundle-values-equal",
+            edit({_NET: [{"train.lr": 1e-3, "label": "a"}, {"train.lr": 1e-3, "label": "b"}]}),
+            "grid.net",
+        ),
+        C(
+            "merge-bundle-values-equal-to-base",
+            edit({_NET: [{"train.lr": 2e-3}, {"train.batch_size": 50}]}),  # both are the base
+            "grid.net",
+        ),
+        C(
+            "merge-bundle-labels-collide",
+            edit({_NET: [{"train.lr": 1e-3, "label": "x"}, {"train.lr": 3e-3, "label": "x"}]}),
+            "grid.net[1].label",
+        ),
+        C(
+            "merge-bundle-label-empty",
+            edit({_NET: [{"train.lr": 1e-3, "label": ""}, {"train.lr": 3e-3}]}),
+            "grid.net[0].label",
+        ),
+        C(
+            "merge-bundle-label-number",
+            edit({_NET: [{"train.lr": 1e-3, "label": 1}, {"train.lr": 3e-3, "label": 2}]}),
+            "grid.net[0].label",
+        ),
+        C(
+            "merge-bundle-label-list",
+            edit({_NET: [{"train.lr": 1e-3, "label": ["a"]}, {"train.lr": 3e-3}]}),
+            "grid.net[0].label",
+        ),
+        C(
+            "merge-bundle-label-path",
+            edit({_NET: [{"train.lr": 1e-3, "label": "../x"}, {"train.lr": 3e-3}]}),
+            "grid.net[0].label",
+        ),
+        # 1000 training examples / batch 50 = 20 iterations per epoch: 3ep is 60it.
+        C(
+            "merge-epochs-equal-iterations",
+            edit({"grid.train.initial": ["3ep", "60it"]}),
+            "grid.train.initial",
+        ),
+        C(
+            "merge-retrain-equal-iterations",
+            edit({"grid.train.retrain": ["40it", "2ep"]}),
+            "grid.train.retrain",
+        ),
+        C(
+            "merge-rewind-0ep-beside-init",
+            edit({"grid.prune.rewind": ["init", "0ep"]}),
+            "grid.prune.rewind",
+        ),
+        C(
+            "merge-rewind-0it-beside-0ep",
+            edit({"grid.prune.rewind": ["0it", "0ep"]}),
+            "grid.prune.rewind",
+        ),
+        C(
+            "merge-rewind-budget-without-rewind",
+            edit({"grid.prune.rewind_budget": ["remaining", "full"]}),  # rewind: init
+            "grid.prune.rewind_budget",
+        ),
+        C(
+            "merge-momentum-under-adam",
+            edit({"grid.train.momentum": [0.9, 0.5]}),  # adam has no momentum
+            "grid.train.momentum",
+        ),
+        C(
+            "merge-eval-every-equal",
+            edit({"grid.train.eval_every": ["1ep", "20it"]}),
+            "grid.train.eval_every",
+        ),
+        C(
+            "merge-controls-duplicate-kind",
+            edit({"controls.kinds": ["reinit", "reinit"]}),
+            "controls.kinds[1]",
+        ),
+        C(
+            "merge-controls-shorthand-duplicate",
+            edit({"controls": ["random_mask", "reinit", "random_mask"]}),
+            "controls[2]",
+        ),
+        C("merge-prune-control-in-base", edit({"prune.control": "reinit"}), "prune.control"),
+        C(
+            "merge-prune-control-axis",
+            edit({"grid.prune.control": ["none", "reinit"]}),
+            "grid.prune.control",
+        ),
+        C(
+            "merge-control-index-axis",
+            edit({"grid.prune.control_index": [0, 1]}),
+            ("grid.prune.control_index", "prune.control_index"),
+        ),
+        C(
+            "merge-set-same-work",
+            SMOKE_TEXT,
+            "grid.train.initial",
+            "--set",
+            "grid.train.initial=[3ep, 60it]",
+        ),
+    ],
+)
+
+RANGES_MORE = cases(
+    "ranges",
+    [
+        C("ranges-seed-2-63", edit({"seed": 2**63}), "seed"),
+        C("ranges-seed-below-min", edit({"seed": -(2**63) - 1}), "seed"),
+        C("ranges-split-seed-2-63", edit({"dataset.split_seed": 2**63}), "dataset.split_seed"),
+        C("ranges-grid-seed-2-64", edit({"grid.seed": [0, 2**64]}), "grid.seed"),
+        C(
+            "ranges-synthetic-train-2-70",
+            edit({"dataset.synthetic_train": 2**70}),
+            "dataset.synthetic_train",
+        ),
+        C("ranges-val-size-2-70", edit({"dataset.val_size": 2**70}), "dataset.val_size"),
+        C("ranges-train-limit-2-70", edit({"dataset.train_limit": 2**70}), "dataset.train_limit"),
+        C(
+            "ranges-synthetic-too-many-bytes",
+            edit({"dataset.synthetic_shape": [3, 4096, 4096]}),
+            ("dataset.synthetic_train", "dataset.synthetic_shape"),
+        ),
+        C("ranges-initial-2-70-epochs", edit({"train.initial": f"{2**70}ep"}), "train.initial"),
+        C("ranges-retrain-2-70-iterations", edit({"train.retrain": f"{2**70}it"}), "train.retrain"),
+        C(
+            "ranges-eval-every-digits",
+            edit({"train.eval_every": "9" * 5000 + "it"}),
+            "train.eval_every",
+        ),
+        C("ranges-rounds-1e9", edit({"prune.rounds": 10**9}), "prune.rounds"),
+        C("ranges-cpu-1e-300", edit({"resources.cpu": 1e-300}), "resources.cpu"),
+        C("ranges-gpu-1e-9", edit({"resources.gpu": 1e-9}), "resources.gpu"),
+        C("ranges-batch-size-2-40", edit({"train.batch_size": 2**40}), "train.batch_size"),
+    ],
+)
+
+NAMES_MORE = cases(
+    "names",
+    [
+        C("names-name-dotdot", edit({"name": ".."}), "name"),
+        C("names-name-dot", edit({"name": "."}), "name"),
+        C("names-name-trailing-newline", edit({"name": "smoke\n"}), "name"),
+        C("names-name-300-chars", edit({"name": "s" * 300}), "name"),
+        C("names-name-slash", edit({"name": "a/b"}), "name"),
+        C("names-name-leading-dash", edit({"name": "-rf"}), "name"),
+        C("names-name-quote", edit({"name": "x'y"}), "name"),
+        C("names-set-name-dotdot", SMOKE_TEXT, "name", "--set", "name=.."),
+        C("names-sweep-id-traversal", SMOKE_TEXT, "--sweep-id", "--sweep-id", "../../etc"),
+        C("names-sweep-id-dotdot", SMOKE_TEXT, "--sweep-id", "--sweep-id", ".."),
+        C("names-sweep-id-quote-resume", SMOKE_TEXT, "--sweep-id", "--resume", "--sweep-id", "x'y"),
+        C("names-sweep-id-newline", SMOKE_TEXT, "--sweep-id", "--sweep-id", "x\n"),
+        C("names-sweep-id-empty", SMOKE_TEXT, "--sweep-id", "--sweep-id", ""),
+        C("names-sweep-id-300-chars", SMOKE_TEXT, "--sweep-id", "--sweep-id", "s" * 300),
+    ],
+)
+
+SET_MORE = cases(
+    "set",
+    [
+        C("set-dot-key", SMOKE_TEXT, "--set", "--set", ".=5"),
+        C("set-double-dot-key", SMOKE_TEXT, "--set", "--set", "train..lr=5"),
+        C("set-trailing-dot-key", SMOKE_TEXT, "--set", "--set", "train.=5"),
+    ],
+)
+
+CROSS_MORE = cases(
+    "cross",
+    [
+        C(
+            "cross-eval-every-longer-than-round0",
+            edit({"train.eval_every": "4ep"}),
+            "train.eval_every",
+        ),
+        C(
+            "cross-eval-every-longer-than-retrain",
+            edit({"train.eval_every": "50it"}),  # round 0 is 60it, later rounds 40it
+            "train.eval_every",
+        ),
+        C(
+            "cross-drop-last-batch-beyond-data",
+            edit({"train.drop_last": True, "train.batch_size": 5000}),
+            ("train.drop_last", "train.batch_size"),
+        ),
+        C(
+            "cross-layer-fraction-of-missing-type",
+            edit(
+                {**LAYERWISE, "model.arch": "lenet300_100", "prune.layer_fractions": {"conv": 0.1}}
+            ),
+            "prune.layer_fractions.conv",
+        ),
+        C(
+            "cross-all-zero-fractions",
+            edit({**LAYERWISE, "prune.layer_fractions": {"conv": 0.0, "fc": 0.0}}),
+            "prune.layer_fractions",
+        ),
+        C("cross-device-cuda-without-gpu", edit({"train.device": "cuda"}), "train.device"),
+        C(
+            "cross-device-cuda-axis-without-gpu",
+            edit({"train.device": "auto", "grid.train.device": ["cpu", "cuda"]}),
+            "train.device",
+        ),
+    ],
+)
+
+CORPUS: list[Case] = [
+    *TYPES,
+    *RANGES,
+    *RANGES_MORE,
+    *NAMES,
+    *NAMES_MORE,
+    *STRUCTURE,
+    *ENCODING,
+    *SET,
+    *SET_MORE,
+    *CROSS,
+    *CROSS_MORE,
+    *DATA,
+    *YAML,
+    *SIZE,
+    *MERGE,
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,3 +1121,133 @@ def test_malformed_ablation_fails_cleanly(case: Case, tmp_path, capsys):
         message = message.replace(n, "<path>")
     fields = case.field if isinstance(case.field, tuple) else (case.field,)
     assert _names_field(message, fields), f"stderr does not name the field {fields}:\n{err}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data roots that are the wrong kind of thing: caught by --dry-run, which reads the data on disk.
+
+
+def _data_cases(tmp: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("not a dataset\n")
+    fake_xz = tmp / "images.tar.xz"
+    fake_xz.write_bytes(gzip.compress(b"a gzip, not an xz archive"))
+    fake_zip = tmp / "images.zip"
+    fake_zip.write_bytes(b"PK\x03\x04 not really")
+    empty_dir = tmp / "empty"
+    empty_dir.mkdir()
+    folder = {"dataset": {"name": "image_folder", "root": "", "val_size": 100}}
+    idx = {"dataset": {"name": "fashion_mnist", "root": "", "download": False, "val_size": 100}}
+    cifar = {"dataset": {**_CIFAR["dataset"], "root": ""}}
+    out = {}
+    for name, base, root in (
+        ("image-folder-root-is-a-file", folder, a_file),
+        ("image-folder-archive-not-xz", folder, fake_xz),
+        ("image-folder-archive-zip", folder, fake_zip),
+        ("image-folder-empty-dir", folder, empty_dir),
+        ("fashion-root-is-a-file", idx, a_file),
+        ("fashion-empty-dir", idx, empty_dir),
+        ("cifar-root-is-a-file", cifar, a_file),
+        ("cifar-empty-dir", cifar, empty_dir),
+    ):
+        out[name] = (edit({"dataset": {**base["dataset"], "root": str(root)}}), ("dataset.root",))
+    return out
+
+
+_DATA_ROOT_CASES = [
+    "image-folder-root-is-a-file",
+    "image-folder-archive-not-xz",
+    "image-folder-archive-zip",
+    "image-folder-empty-dir",
+    "fashion-root-is-a-file",
+    "fashion-empty-dir",
+    "cifar-root-is-a-file",
+    "cifar-empty-dir",
+]
+
+
+@pytest.mark.parametrize("name", _DATA_ROOT_CASES)
+def test_a_data_root_of_the_wrong_kind_fails_the_dry_run(name, tmp_path, capsys):
+    text, fields = _data_cases(tmp_path)[name]
+    path = tmp_path / f"data-{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    rc, out, err = run_dry(path, (), capsys)
+    assert "Traceback" not in out + err
+    assert rc == 2, f"expected exit code 2, got {rc}:\n{out}{err}"
+    assert str(path) in err and _names_field(err.replace(str(path), "<path>"), fields), err
+
+
+# ----------------------------------------------------------------------------------------------
+# What must be accepted, and what is done with a word instead of a refusal.
+
+
+@pytest.mark.parametrize(
+    "text, extra",
+    [
+        (sub("lr: 2.0e-3", "lr: 1e-3"), ()),
+        (sub("lr: 2.0e-3", "lr: 1E-3"), ()),
+        (sub("lr: 2.0e-3", "lr: +1e-3"), ()),
+        (sub("lr: 2.0e-3", "lr: 0.1e-2"), ()),
+        (SMOKE_TEXT, ("--set", "train.lr=1e-3")),
+        (SMOKE_TEXT, ("--set", "train.lr=.001")),
+    ],
+)
+def test_floats_without_a_decimal_point_are_numbers(text, extra, tmp_path, capsys):
+    path = tmp_path / "lr.yaml"
+    path.write_text(text, encoding="utf-8")
+    rc, out, err = run_dry(path, extra, capsys)
+    assert rc == 0, err
+    assert sweep.load_spec(sweep.parse_args([str(path), *extra])).train.lr == 0.001
+
+
+def test_a_string_that_is_no_number_is_still_refused(tmp_path, capsys):
+    for text, extra in (
+        (sub("lr: 2.0e-3", "lr: 1e-3x"), ()),
+        (SMOKE_TEXT, ("--set", "train.lr=1e")),
+    ):
+        path = tmp_path / "lr.yaml"
+        path.write_text(text, encoding="utf-8")
+        rc, out, err = run_dry(path, extra, capsys)
+        assert rc == 2 and "train.lr" in err, err
+
+
+def test_a_one_shot_baseline_of_one_shot_points_is_pointed_out(tmp_path, capsys):
+    path = tmp_path / "oneshot.yaml"
+    path.write_text(
+        edit({"baselines.one_shot": True, "grid.prune.schedule": ["iterative", "one_shot"]}),
+        encoding="utf-8",
+    )
+    rc, out, err = run_dry(path, (), capsys)
+    assert rc == 0, err
+    assert "note: baselines.one_shot adds no trial where 8 grid points are one-shot" in out
+    assert "note: 8 one-shot baselines are not added" in out
+    assert "smoke: 20 trials" in out  # 8 iterative + 8 one-shot points, 4 magnitude controls
+
+
+@pytest.mark.parametrize(
+    "changes, note",
+    [
+        ({"controls": {"criteria": ["magnitude"]}}, "no control kind (controls.kinds)"),
+        ({"resources.gpu": 1}, "every trial trains on the CPU (train.device: cpu)"),
+    ],
+)
+def test_what_is_accepted_with_a_note(changes, note, tmp_path, capsys):
+    path = tmp_path / "noted.yaml"
+    path.write_text(edit(changes), encoding="utf-8")
+    rc, out, err = run_dry(path, (), capsys)
+    assert rc == 0, err
+    assert note in out
+
+
+def test_size_caps_answer_fast_and_the_flag_raises_them(tmp_path, capsys):
+    import time
+
+    path = tmp_path / "big.yaml"
+    path.write_text(edit({"controls.kinds": {"reinit": 10**9}}), encoding="utf-8")
+    t0 = time.perf_counter()
+    rc, out, err = run_dry(path, (), capsys)
+    assert rc == 2 and time.perf_counter() - t0 < 2.0, err
+    assert "10,000" in err and "--max-trials" in err
+    path.write_text(edit({"grid.seed": list(range(30))}), encoding="utf-8")  # 150 trials
+    assert run_dry(path, ("--max-trials", "100"), capsys)[0] == 2
+    assert run_dry(path, ("--max-trials", "200"), capsys)[0] == 0

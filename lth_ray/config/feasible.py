@@ -81,11 +81,42 @@ def check_feasible(cfg: TrialConfig, file: str | None = None) -> None:
     _check_width(cfg, input_shape, classes, file)
     _check_pruning(cfg, model, file)
     if n_train is not None:
+        _check_lengths(cfg, n_train, file)
         from lth_ray.lottery.schedule import schedule_problem
 
         problem = schedule_problem(cfg, n_train)
         if problem:
             raise ConfigError(file, problem[0], problem[1])
+
+
+def _check_lengths(cfg: TrialConfig, n_train: int, file: str | None) -> None:
+    """Batches that exist, and validation points inside every round that trains."""
+    from lth_ray.lottery.schedule import parse_steps, round_steps
+    from lth_ray.lottery.train import batches_per_epoch, steps_to_iterations
+
+    t = cfg.train
+    if t.drop_last and t.batch_size > n_train:
+        raise ConfigError(
+            file,
+            "train.drop_last",
+            f"drops every batch: train.batch_size {t.batch_size} is larger than the {n_train}"
+            " training examples, so no full batch is ever drawn",
+        )
+    per_epoch = batches_per_epoch(max(n_train, 1), t)
+    every = steps_to_iterations(parse_steps(t.eval_every), per_epoch)
+    rounds = [("round 0", round_steps(cfg, 0, n_train), t.initial)]
+    if cfg.prune.rounds:
+        rounds.append(("every later round", round_steps(cfg, 1, n_train), t.retrain))
+    for which, steps, written in rounds:
+        length = steps_to_iterations(steps, per_epoch)
+        if 1 <= length < every:
+            raise ConfigError(
+                file,
+                "train.eval_every",
+                f"{t.eval_every!r} ({every} iterations) is longer than {which} ({written!r},"
+                f" {length} iterations): no validation point falls inside it, so early stopping"
+                " and the stability criterion see only its end",
+            )
 
 
 def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) -> None:
@@ -129,14 +160,32 @@ def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
         raise ConfigError(
             file, "prune.exclude", f"{p.exclude} excludes every layer: nothing left to prune"
         )
+    present = {li.kind for li in layers}
+    for kind in p.layer_fractions:
+        if kind not in present:
+            raise ConfigError(
+                file,
+                f"prune.layer_fractions.{kind}",
+                f"{cfg.model.arch} has no {kind} layer (it has {', '.join(sorted(present))}):"
+                " this fraction would never be used",
+            )
     sizes = {li.name: li.module.weight.numel() for li in layers}
     if p.scope == "global":
         groups = {"all prunable layers": (sum(sizes[n] for n in names), p.fraction)}
     else:
         fractions = layer_fractions(model, names, p.fraction, p.layer_fractions)
         groups = {n: (sizes[n], fractions[n]) for n in names}
+    if p.rounds and all(fraction == 0 for _, fraction in groups.values()):
+        raise ConfigError(
+            file,
+            "prune.layer_fractions",
+            f"every prunable layer's fraction is 0 ({p.layer_fractions}): none of the"
+            f" {p.rounds} rounds would prune anything",
+        )
     for where, (left, fraction) in groups.items():
         for r in range(1, p.rounds + 1):
+            if fraction == 0:
+                break
             removed = prune_count(left, fraction)
             left -= removed
             if left < 1:

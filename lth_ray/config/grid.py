@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lth_ray import schema
+from lth_ray.config import sweep_checks
+from lth_ray.config.arms import ARM_NAMES, arm_kind, arm_of  # noqa: F401  (their home is arms)
 from lth_ray.config.coerce import coerce, field_type
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.validate import validate_trial
@@ -49,7 +51,7 @@ BARE = {
     "train.optimizer",
     "dataset.name",
 }
-ARM_NAMES = {"one_shot": "oneshot", "reinit": "reinit", "random_mask": "rmask"}
+MAX_KEY = 160  # characters of a trial key (longer keys keep a prefix and a hash)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ def _check_value(
 
 def parse_axes(spec: AblationSpec, file: str | None = None) -> list[Axis]:
     """The grid's axes, each value typed and validated against the base trial."""
+    sizes = {k: len(v) for k, v in spec.grid.items() if isinstance(v, list)}
+    sweep_checks.check_count(spec, list(sizes.values()), list(sizes), file)  # before any value
     base = spec.base_trial()
     axes: list[Axis] = []
     owner: dict[str, str] = {}  # field -> the axis that sets it
@@ -167,14 +171,17 @@ def parse_axes(spec: AblationSpec, file: str | None = None) -> list[Axis]:
                     raise ConfigError(file, f"{where}[{i}]", "expected at least one field to set")
                 values.append(fields)
                 explicit.append(v.get(BUNDLE_LABEL))
+            sweep_checks.check_labels(key, explicit, file)
             labels = _bundle_labels(values, explicit)
+        first: dict[str, int] = {}
         for i, v in enumerate(values):
-            for j in range(i):
-                if values[j] == v:
-                    raise ConfigError(
-                        file, f"{where}[{i}]", f"repeats {where}[{j}] ({format_value(raw[i])})"
-                    )
+            j = first.setdefault(repr(sorted(v.items())), i)
+            if j != i:
+                raise ConfigError(
+                    file, f"{where}[{i}]", f"repeats {where}[{j}] ({format_value(raw[i])})"
+                )
             _check_value(base, v, f"{where}[{i}]", not _is_field(path), file)
+        sweep_checks.check_axis_values(base, key, values, set_field, file)
         for f in dict.fromkeys(p for v in values for p in v):
             if f in owner:
                 raise ConfigError(
@@ -256,12 +263,11 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
             for k in range(n):
                 suffix = ARM_NAMES[kind] + (str(k) if n > 1 else "")
                 controls.append(_named(_arm(t, t.prune.schedule, kind, k), stem, [suffix]))
-    trials, seen = [], set()
-    for t in tickets + one_shots + controls:
-        ident = identity(t)
-        if ident not in seen:
-            seen.add(ident)
-            trials.append(t)
+    points = {sweep_checks.work_identity(t) for t in tickets}
+    one_shots = [t for t in one_shots if sweep_checks.work_identity(t) not in points]  # noted
+    trials = tickets + one_shots + controls
+    sweep_checks.check_same_work(trials, file)  # never two names for one piece of work
+    sweep_checks.check_devices(spec, trials, file)
     rates = next((a for a in varying if "prune.fraction" in a.fields), None)
     if rates is not None:
         for t in trials:
@@ -282,6 +288,11 @@ def expand_trials(spec: AblationSpec, file: str | None = None) -> list[TrialConf
                 raise ConfigError(
                     file, "grid", f"trial {t.key}: field '{e.field}': {e.message}"
                 ) from None
+    for t in trials:  # a key names folders: keep it well under a file name's 255 bytes
+        if len(t.key) > MAX_KEY:
+            t.key = (
+                t.key[: MAX_KEY - 11] + "-" + hashlib.sha256(identity(t).encode()).hexdigest()[:10]
+            )
     by_key: dict[str, list[TrialConfig]] = {}
     for t in trials:
         by_key.setdefault(t.key, []).append(t)
@@ -302,20 +313,6 @@ def _get(trial: TrialConfig, path: str) -> Any:
 def _named(t: TrialConfig, stem: list[str], arm: list[str]) -> TrialConfig:
     t.key = "-".join(stem + arm)
     return t
-
-
-def arm_kind(t: TrialConfig) -> str:
-    """'ticket', 'one_shot' or 'control': what a trial computes (the plan's unit kinds)."""
-    if t.prune.control != "none":
-        return "control"
-    return "one_shot" if t.prune.schedule == "one_shot" else "ticket"
-
-
-def arm_of(t: TrialConfig) -> str:
-    """'ticket', 'one_shot', 'reinit', 'random_mask' (with the control's index when repeated)."""
-    if arm_kind(t) != "control":
-        return arm_kind(t)
-    return t.prune.control + (f"#{t.prune.control_index}" if t.prune.control_index else "")
 
 
 def trial_key(t: TrialConfig) -> str:

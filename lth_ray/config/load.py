@@ -9,35 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lth_ray.config import safe_yaml
 from lth_ray.config.coerce import build
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.grid import expand_trials
 from lth_ray.config.plugins import Plugin, import_plugins, resolve
 from lth_ray.config.validate import validate_sweep, validate_trial
 from lth_ray.specs import AblationSpec, TrialConfig
-
-
-def _duplicate_keys(node: yaml.Node, file: str, path: str = "") -> None:
-    """Refuse a key written twice in one mapping (YAML would silently keep the second)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value in node.value:
-            key = str(key_node.value)
-            here = f"{path}.{key}" if path else key
-            if key in seen:
-                raise ConfigError(
-                    file,
-                    here,
-                    f"written twice in one mapping (lines {seen[key] + 1} and"
-                    f" {key_node.start_mark.line + 1}); the second would silently replace the first",
-                )
-            seen[key] = key_node.start_mark.line
-            _duplicate_keys(value, file, here)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _duplicate_keys(item, file, f"{path}[{i}]")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -53,13 +31,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             "<file>",
             f"expected UTF-8 text; byte {e.start} is not UTF-8 ({raw[e.start]:#04x})",
         ) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        if root is not None:
-            _duplicate_keys(root, file)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(file, "<file>", f"not valid YAML: {e}") from None
+    data = safe_yaml.parse(text, file)
     if data is None:
         raise ConfigError(file, "<file>", "the file is empty; expected an ablation mapping")
     if not isinstance(data, dict):
@@ -74,12 +46,13 @@ def apply_override(data: dict[str, Any], assignment: str, file: str | None) -> N
     key, raw = assignment.split("=", 1)
     if not key.strip():
         raise ConfigError(file, "--set", f"empty key in {assignment!r}; expected key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(file, key.strip(), f"--set value is not valid YAML: {e}") from None
-    node = data
     parts = key.strip().split(".")
+    if not all(p.strip() for p in parts):
+        raise ConfigError(
+            file, "--set", f"{key.strip()!r} has an empty part; expected key.path=value"
+        )
+    value = safe_yaml.parse(raw, file, key.strip()) if raw.strip() else ""
+    node = data
     if parts[0] == "grid" and len(parts) > 1:  # grid keys are dotted field paths themselves
         parts = ["grid", ".".join(parts[1:])]
     for part in parts[:-1]:
@@ -93,6 +66,18 @@ def normalize(data: dict[str, Any], file: str | None) -> dict[str, Any]:
     """Shorthands -> the typed layout: `controls: [reinit]`, and `baselines.reinit: [criteria]`."""
     data = dict(data)
     controls = data.get("controls")
+    listed = controls if isinstance(controls, list) else None
+    if isinstance(controls, dict) and isinstance(controls.get("kinds"), list):
+        listed = controls["kinds"]
+    where = "controls" if isinstance(controls, list) else "controls.kinds"
+    for i, kind in enumerate(listed or []):
+        if listed.index(kind) != i:
+            raise ConfigError(
+                file,
+                f"{where}[{i}]",
+                f"{kind!r} is listed twice; for several controls of one kind give a count:"
+                f" controls: {{kinds: {{{kind}: 2}}}}",
+            )
     if isinstance(controls, list):
         data["controls"] = {"kinds": {str(k): 1 for k in controls}}
     elif isinstance(controls, dict) and isinstance(controls.get("kinds"), list):
@@ -116,15 +101,20 @@ def normalize(data: dict[str, Any], file: str | None) -> dict[str, Any]:
 
 
 def cli_overrides(
-    sets: list[str] | None, data_root: str | None = None, max_concurrent: int | None = None
+    sets: list[str] | None,
+    data_root: str | None = None,
+    max_concurrent: int | None = None,
+    max_trials: int | None = None,
 ) -> list[str]:
     """`--set` assignments plus the fields a command line names directly (`--data-root`,
-    `--max-concurrent`), in the order they apply."""
+    `--max-concurrent`, `--max-trials`), in the order they apply."""
     out = list(sets or [])
     if data_root:
         out.append(f"dataset.root={data_root}")
     if max_concurrent is not None:
         out.append(f"tune.max_concurrent={max_concurrent}")
+    if max_trials is not None:
+        out.append(f"tune.max_trials={max_trials}")
     return out
 
 

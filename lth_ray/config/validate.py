@@ -6,12 +6,15 @@ and criteria; they are imported here, above them, so the specs below never impor
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+from lth_ray.config import sweep_checks
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
 from lth_ray.lottery.schedule import parse_steps, schedule_problem
+from lth_ray.names import slug_problem
 from lth_ray.specs import AblationSpec, DatasetSpec, ModelSpec, PruneSpec, TrainSpec, TrialConfig
 
 CONTROL_KINDS = ("reinit", "random_mask")
@@ -29,9 +32,63 @@ def _registered(registry, name: str, file: str | None, path: str) -> None:
         raise ConfigError(file, path, problem)
 
 
+SEED_RANGE = (-(2**63), 2**63)  # what torch's generators take
+MAX_COUNT = 2**31 - 1  # examples, batch sizes, classes: far above any machine's memory anyway
+MAX_STEPS = 10**9  # epochs or iterations of one round
+MAX_ROUNDS = 1000  # pruning rounds (0.8^1000 of the weights would be left)
+MAX_SYNTHETIC_BYTES = 8 << 30  # generated images held in memory
+
+
+def _check_limits(cfg: TrialConfig | AblationSpec, file: str | None) -> None:
+    """Numbers the machine cannot hold, refused before anything uses them."""
+    d, t, p = cfg.dataset, cfg.train, cfg.prune
+    lo, hi = SEED_RANGE
+    for path, v in (("seed", cfg.seed), ("dataset.split_seed", d.split_seed)):
+        _check(lo <= v < hi, file, path, f"expected a seed in [-2^63, 2^63), got {v}")
+    counts = {
+        "dataset.val_size": d.val_size,
+        "dataset.train_limit": d.train_limit or 0,
+        "dataset.test_limit": d.test_limit or 0,
+        "dataset.synthetic_train": d.synthetic_train,
+        "dataset.synthetic_test": d.synthetic_test,
+        "dataset.synthetic_classes": d.synthetic_classes,
+        "train.batch_size": t.batch_size,
+        "train.eval_batch_size": t.eval_batch_size,
+    }
+    for path, v in counts.items():
+        _check(v <= MAX_COUNT, file, path, f"expected at most {MAX_COUNT:,}, got {v:,}")
+    for i, v in enumerate(d.synthetic_shape):
+        _check(v <= 65536, file, f"dataset.synthetic_shape[{i}]", f"expected <= 65536, got {v}")
+    if d.name == "synthetic" and len(d.synthetic_shape) == 3:
+        size = (d.synthetic_train + d.synthetic_test) * math.prod(d.synthetic_shape)
+        _check(
+            size <= MAX_SYNTHETIC_BYTES,
+            file,
+            "dataset.synthetic_train",
+            f"{size / 2**30:,.1f} GiB of generated images: expected at most"
+            f" {MAX_SYNTHETIC_BYTES >> 30} GiB",
+        )
+    for path, v in (
+        ("train.initial", t.initial),
+        ("train.retrain", t.retrain),
+        ("train.eval_every", t.eval_every),
+        ("prune.rewind", p.rewind),
+    ):
+        m = re.match(r"^\s*(\d+)", str(v))
+        if m and len(m.group(1)) <= 30:
+            n = int(m.group(1))
+            _check(n <= MAX_STEPS, file, path, f"expected at most {MAX_STEPS:,} steps, got {v!r}")
+        elif m:
+            raise ConfigError(file, path, f"expected at most {MAX_STEPS:,} steps, got {v!r}")
+    _check(
+        p.rounds <= MAX_ROUNDS, file, "prune.rounds", f"expected <= {MAX_ROUNDS}, got {p.rounds}"
+    )
+
+
 def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> None:
     """The trial's fields (of a TrialConfig, or of an ablation's base trial), section by section,
     then what needs the model and the data's shape (`feasible`)."""
+    _check_limits(cfg, file)
     _check_dataset(cfg.dataset, file)
     _check_model(cfg.model, file)
     _check_train(cfg.train, file)
@@ -205,8 +262,11 @@ def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
         f"expected >= 0, got {spec.tune.max_failures}",
     )
     _check(
-        bool(re.match(r"^[A-Za-z0-9_.-]+$", spec.name)),
+        spec.tune.max_trials >= 1,
         file,
-        "name",
-        f"expected letters, digits, '_', '-', '.', got {spec.name!r}",
+        "tune.max_trials",
+        f"expected >= 1, got {spec.tune.max_trials}",
     )
+    sweep_checks.check_arms(spec, file)
+    problem = slug_problem(spec.name)  # it names the storage and report folders
+    _check(problem is None, file, "name", str(problem))

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from lth_ray import schema
+from lth_ray.names import tag_equals
 from lth_ray.report.errors import ReportError
 from lth_ray.report.tidy import RunRecord, tidy_trials
 
@@ -80,8 +81,10 @@ def _search_all(client, experiment_ids: Sequence[str], filter_string: str, order
 
 
 def _tag_filter(key: str, value: str) -> str:
-    escaped = value.replace("'", "\\'")
-    return f"tags.`{key}` = '{escaped}'"
+    try:
+        return tag_equals(key, value)
+    except ValueError as e:  # a value no MLflow filter can hold
+        raise ReportError(str(e)) from None
 
 
 def _experiments(client) -> list:

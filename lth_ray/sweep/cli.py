@@ -28,8 +28,11 @@ from lth_ray import schema  # noqa: E402
 from lth_ray.config.errors import ConfigError  # noqa: E402
 from lth_ray.config.grid import arm_of, expand_trials, trial_key, varying_fields  # noqa: E402
 from lth_ray.config.load import cli_overrides, load_ablation, plugins_of  # noqa: E402
+from lth_ray.config.sweep_checks import sweep_notes  # noqa: E402
+from lth_ray.names import redact_argv, redact_uri, slug_problem  # noqa: E402
 from lth_ray.report.provenance import sweep_tags  # noqa: E402
 from lth_ray.specs import AblationSpec, TrialConfig  # noqa: E402
+from lth_ray.sweep import local_ray  # noqa: E402
 from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
 from lth_ray.sweep.plan import Plan, SweepSettings  # noqa: E402
@@ -80,9 +83,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     ap.add_argument(
+        "--listen-all",
+        action="store_true",
+        help="local Ray: accept connections on every interface, not only 127.0.0.1 (anyone who can"
+        " reach this machine can then run code in the sweep: trusted networks only)",
+    )
+    ap.add_argument(
         "--max-concurrent",
         type=int,
         help="cap on trials running at once (overrides tune.max_concurrent)",
+    )
+    ap.add_argument(
+        "--max-trials",
+        type=int,
+        help="refuse sweeps of more trials than this (default 10000; sets tune.max_trials)",
     )
     ap.add_argument(
         "--resume", action="store_true", help="restore the newest (or --sweep-id) interrupted sweep"
@@ -115,7 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_spec(args: argparse.Namespace) -> AblationSpec:
     return load_ablation(
-        args.ablation, cli_overrides(args.set, args.data_root, args.max_concurrent)
+        args.ablation,
+        cli_overrides(args.set, args.data_root, args.max_concurrent, args.max_trials),
     )
 
 
@@ -175,7 +190,7 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
 
 
 def init_ray(args: argparse.Namespace) -> bool:
-    """Join a cluster (--address / RAY_ADDRESS) or start a quiet local Ray. Returns True when local."""
+    """Join a cluster (--address / RAY_ADDRESS) or start a quiet local Ray on loopback. Returns True when local."""
     import ray
 
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -192,7 +207,7 @@ def init_ray(args: argparse.Namespace) -> bool:
         kwargs["_temp_dir"] = os.environ["LTH_RAY_TMPDIR"]
     if os.environ.get("LTH_RAY_NODE_IP"):
         kwargs["_node_ip_address"] = os.environ["LTH_RAY_NODE_IP"]
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, **kwargs)
+    local_ray.start(args.num_cpus, listen_all=args.listen_all, **kwargs)
     return True
 
 
@@ -262,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     try:
+        if args.sweep_id is not None and slug_problem(args.sweep_id):
+            raise ConfigError(args.ablation, "--sweep-id", str(slug_problem(args.sweep_id)))
         spec = load_spec(args)
         trials = [absolutize(t) for t in expand_trials(spec)]
     except ConfigError as e:
@@ -270,7 +287,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     from lth_ray.sweep.plan import build_plan
 
     plan = build_plan(trials, share=not args.no_share)
+    for note in sweep_notes(spec, trials):
+        print(note)
     if args.dry_run:
+        fetched = [t for t in trials if t.dataset.download]
+        if fetched:
+            print(
+                f"note: --dry-run does not read {fetched[0].dataset.name} (dataset.download: true"
+                " would fetch it); the sweep reads it before any trial starts"
+            )
+        try:  # every check that needs no training: the data on disk is read (and cached) too
+            check_data([t for t in trials if not t.dataset.download], args.ablation)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
         print(sweep_size(spec, trials))
         print(plan.summary())
         print(trial_table(trials))
@@ -307,12 +337,15 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
-                schema.TAG_COMMAND: " ".join(["python -m lth_ray.sweep", *sys.argv[1:]])[:5000],
+                schema.TAG_COMMAND: " ".join(
+                    ["python -m lth_ray.sweep", *redact_argv(sys.argv[1:])]
+                )[:5000],
             }
             | sweep_tags(threads=max(1, int(spec.resources.cpu))),
         )
     print(
-        f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {tracking_uri} (run {ctx.parent_run_id})"
+        f"sweep {ctx.sweep_id}: {len(trials)} trials of '{spec.name}', MLflow {redact_uri(tracking_uri)}"
+        f" (run {ctx.parent_run_id})"
     )
     print(plan.summary())
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from lth_ray.lottery.safe_io import UnsafeStateError
 from lth_ray.sweep.plan import Plan, SweepSettings, Unit, tune_config
 
 
@@ -60,13 +61,14 @@ class PlanSearcher(Searcher):
             json.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as f:
-            try:
+        try:
+            with open(checkpoint_path, encoding="utf-8") as f:
                 state = json.load(f)
-            except ValueError as e:
-                raise ValueError(
-                    f"searcher state {checkpoint_path} is not lth_ray's JSON: {e}"
-                ) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UnsafeStateError(
+                f"{checkpoint_path}: refused, the searcher's state is not JSON ({e}); nothing in"
+                " it was run"
+            ) from None
         self.set_state(state)
 
     def get_state(self) -> dict[str, Any]:

@@ -10,16 +10,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
-import torch
+
+from lth_ray.lottery import safe_io
 
 
 class Store:
-    """torch.save / torch.load of named objects under one root folder or URI."""
+    """Named objects under one root folder or URI, in `safe_io`'s format: reading a file someone
+    else wrote to the storage never runs code."""
 
     def __init__(self, root: str) -> None:
         if "://" in root:
@@ -39,16 +40,15 @@ class Store:
             return None
         with self.fs.open_input_stream(self.path(name)) as f:
             data = f.read()
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        return safe_io.loads(data, self.path(name))
 
     def save(self, name: str, obj: Any) -> None:
         """Write to a temporary name, then rename: a reader sees the old object or the new one."""
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
+        data = safe_io.dumps(obj)
         path = self.path(name)
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(path + ".partial") as f:
-            f.write(buffer.getvalue())
+            f.write(data)
         self.fs.move(path + ".partial", path)
 
 

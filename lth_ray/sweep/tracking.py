@@ -23,6 +23,7 @@ from mlflow.entities import Metric, Param
 
 from lth_ray import schema
 from lth_ray.config.grid import arm_of, trial_key
+from lth_ray.names import tag_equals
 from lth_ray.specs import TrialConfig
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,10 @@ def find_sweep(
 def rounds_done(ctx: SweepContext) -> dict[str, int]:
     """Rounds each trial of the sweep has logged so far (to show true progress on --resume)."""
     client = MlflowClient(ctx.tracking_uri)
-    query = f"tags.`{schema.TAG_SWEEP}` = '{ctx.sweep_id}' and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+    query = (
+        f"{tag_equals(schema.TAG_SWEEP, ctx.sweep_id)}"
+        f" and {tag_equals(schema.TAG_ROLE, schema.ROLE_TRIAL)}"
+    )
     runs = retry(
         lambda: client.search_runs([ctx.experiment_id], query, max_results=50000), "list trials"
     )
@@ -268,8 +272,9 @@ class TrialRun:
 
     def _existing_run(self, key: str) -> str | None:
         query = (
-            f"tags.`{schema.TAG_SWEEP}` = '{self.ctx.sweep_id}' and tags.`{schema.TAG_TRIAL}` = '{key}'"
-            f" and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
+            f"{tag_equals(schema.TAG_SWEEP, self.ctx.sweep_id)}"
+            f" and {tag_equals(schema.TAG_TRIAL, key)}"
+            f" and {tag_equals(schema.TAG_ROLE, schema.ROLE_TRIAL)}"
         )
         runs = retry(
             lambda: self.client.search_runs([self.ctx.experiment_id], query, max_results=1),

@@ -1,7 +1,14 @@
-"""CIFAR-10 from its python-pickle batches (read directly: torchvision's reader insists on md5 sums)."""
+"""CIFAR-10 from its python-pickle batches.
+
+A pickle can run any code it names, so the batches are checked against torchvision's md5 list
+before they are read (`dataset.verify_checksums`, on by default), and read with an unpickler that
+builds only what a CIFAR batch holds (dicts, lists, bytes, numpy arrays) in either case.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -12,6 +19,7 @@ import torch
 from lth_ray.lottery.datasets.base import (
     DATASETS,
     SHAPES,
+    DatasetError,
     DataShape,
     RawData,
     cached,
@@ -38,9 +46,51 @@ def _sources(spec: DatasetSpec) -> list[Path] | None:
     return None if d is None else [d / f for f in FILES]
 
 
+# What a CIFAR-10 batch pickles: numpy arrays (module moved in numpy 2) and nothing else.
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"a CIFAR-10 batch names {module}.{name}; refused")
+        return super().find_class(module, name)
+
+
+def expected_md5() -> dict[str, str]:
+    """torchvision's md5 of each file of the python version of CIFAR-10."""
+    from torchvision.datasets.cifar import CIFAR10
+
+    sums = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+    sums[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    return sums
+
+
+def _verify(d: Path) -> None:
+    sums = expected_md5()
+    for name in FILES:
+        got = hashlib.md5((d / name).read_bytes(), usedforsecurity=False).hexdigest()
+        if got != sums[name]:
+            raise DatasetError(
+                f"CIFAR-10 file '{d / name}' has md5 {got}, not the published {sums[name]}: it is"
+                " not the official batch, and batches are pickles, which can run code when read."
+                " Replace it with the official file, or, for batches you made yourself, set"
+                " dataset.verify_checksums: false (read with a restricted unpickler either way)"
+            )
+
+
 def _unpickle(path: Path) -> dict[bytes, Any]:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        return _BatchUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DatasetError(f"CIFAR-10 file '{path}' is not a readable batch: {e}") from None
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +124,8 @@ def load_cifar10(spec: DatasetSpec) -> RawData:
             f"the python-pickle batches in '{root / FOLDER}/' ({', '.join(FILES)}){note}",
             download=True,
         )
+    if spec.verify_checksums:
+        _verify(d)
     parts = [_read_batch(d / f) for f in TRAIN_FILES]
     test_x, test_y = _read_batch(d / "test_batch")
     names = [n.decode() for n in _unpickle(d / "batches.meta")[b"label_names"]]

@@ -51,6 +51,12 @@ class DatasetSpec:
     cache_dir: str | None = doc(
         None, "where decoded tensors are cached (default: <root>/.lth_cache)"
     )
+    augment: list[str] = doc(
+        [],
+        "training-time augmentation, drawn per example per epoch on the device: crop = a random"
+        " crop of the image zero-padded by 4 pixels (offsets -4..+4), flip = horizontal flip with"
+        " probability 1/2 (open_lth's CIFAR-10 augmentation is [crop, flip])",
+    )
     synthetic_train: int = doc(1200, "synthetic only: number of train+val examples generated")
     synthetic_test: int = doc(400, "synthetic only: number of test examples generated")
     synthetic_shape: list[int] = doc([3, 16, 16], "synthetic only: image shape C,H,W")
@@ -59,7 +65,11 @@ class DatasetSpec:
 
 @dataclass
 class ModelSpec:
-    arch: str = doc("conv4", "model registry key: conv2 | conv4 | conv6 | lenet300_100 | ...")
+    arch: str = doc(
+        "conv4",
+        "model registry key: conv2 | conv4 | conv6 | lenet300_100 | cifar_resnet_<20|32|44|56|110>"
+        " | cifar_vgg_<11|13|16|19> | ...",
+    )
     padding: Literal["same", "valid"] = doc(
         "same", "conv padding: 'same' (Frankle & Carbin) or 'valid' (Keras default)"
     )
@@ -67,6 +77,16 @@ class ModelSpec:
         "glorot_normal", "initialiser of weights (biases start at zero)"
     )
     width: float = doc(1.0, "multiplier on every hidden layer's width (1.0 = the published net)")
+    bias_init: Literal["zero", "torch"] = doc(
+        "zero",
+        "biases of conv/linear layers: zero, or torch = the layer's own default (uniform in"
+        " +-1/sqrt(fan_in), what open_lth leaves them at)",
+    )
+    bn_init: Literal["uniform", "fixed"] = doc(
+        "uniform",
+        "BatchNorm scale at init (shift 0): uniform = U(0, 1) (open_lth's default batchnorm_init),"
+        " fixed = 1 (torch's default)",
+    )
 
 
 @dataclass
@@ -83,7 +103,27 @@ class TrainSpec:
     )
     betas: list[float] = doc([0.9, 0.999], "Adam betas")
     momentum: float = doc(0.9, "SGD momentum")
-    weight_decay: float = doc(0.0, "L2 weight decay")
+    nesterov: bool = doc(False, "SGD with Nesterov momentum")
+    weight_decay: float = doc(
+        0.0,
+        "L2 weight decay, coupled (added to the gradient, as torch.optim.SGD and Adam apply it)",
+    )
+    warmup: str = doc(
+        "0it",
+        "linear learning-rate warmup, '<n>it' or '<n>ep': lr x min(1, step / n) (open_lth's rule;"
+        " SGD only)",
+    )
+    milestones: list[str] = doc(
+        [],
+        "step decay: the learning rate is multiplied by train.gamma at each of these steps"
+        " ('80ep', '32000it'; SGD only)",
+    )
+    gamma: float = doc(0.1, "the factor of each step decay at train.milestones")
+    lr_schedule: Literal["step", "cosine"] = doc(
+        "step",
+        "step = constant between milestones; cosine = lr x (1 + cos(pi t / T)) / 2 after warmup,"
+        " T the round's full length (milestones then not allowed; SGD only)",
+    )
     batch_size: int = doc(60, "training batch size")
     eval_batch_size: int = doc(1000, "batch size for validation/test evaluation")
     initial: str = doc(
@@ -143,6 +183,12 @@ class PruneSpec:
         "remaining",
         "after rewinding to step k, train the round's remaining T - k steps (the papers, open_lth)"
         " or a full T steps",
+    )
+    retrain_mode: Literal["weight_rewind", "lr_rewind", "finetune"] = doc(
+        "weight_rewind",
+        "what each pruned round retrains (Renda et al. 2020): weight_rewind = weights and schedule"
+        " back to the rewind point k; lr_rewind = keep the final weights, run the schedule again"
+        " from k; finetune = keep the final weights, train at the schedule's final learning rate",
     )
     control: Literal["none", "reinit", "random_mask"] = doc(
         "none",

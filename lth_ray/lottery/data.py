@@ -46,6 +46,7 @@ class DataSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    black: torch.Tensor | None = None  # [C]: a zero pixel after scaling (augmentation's padding)
 
     @property
     def num_classes(self) -> int:
@@ -209,4 +210,9 @@ def load_dataset(spec: DatasetSpec) -> DataSplits:
         test_x=_scale(raw.test_x[test_idx], mean, std),
         test_y=raw.test_y[test_idx],
         classes=list(raw.classes),
+        black=(
+            torch.zeros(train_x.shape[1])
+            if mean is None or std is None
+            else (-mean / std).flatten()
+        ),
     )

@@ -95,6 +95,7 @@ def publish_level(units: Store, key: str, trial: LotteryTrial) -> None:
         {
             "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
             "record": trial.state.history[-1],
+            "kept": trial.pruned_from if trial.cfg.prune.retrain_mode != "weight_rewind" else None,
         },
     )
 
@@ -112,7 +113,7 @@ def next_round(trial: LotteryTrial, config: dict[str, Any], units: Store | None)
         level = units.load(f"{config['masks_from']}/round_{r:02d}.pt")
         if level is None:
             raise RuntimeError(f"ticket {config['masks_from']} has no level {r} in storage")
-        return trial.run_control_round(level["masks"], level["record"])
+        return trial.run_control_round(level["masks"], level["record"], level.get("kept"))
     return trial.run_round()
 
 

@@ -99,3 +99,42 @@ def test_augmentation_changes_the_images_the_step_sees():
     )
     assert changed.float().mean() > 0.7  # most examples are shifted or flipped
     assert bool((seen[0] == 0).any())  # black padding entered the image
+
+
+def test_a_round_started_at_k_sees_the_streams_batches_from_k():
+    """Data order and augmentation continue from step k: starting at k = 7 (mid-epoch, 5 batches per
+    epoch) trains on exactly the batches a run from 0 trains on from its 8th step on."""
+    from lth_ray.lottery.data import DataSplits
+    from lth_ray.specs import ModelSpec
+
+    torch.manual_seed(1)
+    x, y = torch.rand(50, 3, 8, 8), torch.randint(0, 2, (50,))
+    data = DataSplits(x, y, x[:10], y[:10], x[:10], y[:10], ["a", "b"], torch.zeros(3))
+    spec = TrainSpec(optimizer="sgd", lr=0.01, batch_size=10, device="cpu")
+
+    def batches(start: int, steps: int) -> list[torch.Tensor]:
+        seen = []
+
+        def recording(model, masks, optimizer, spec, device):
+            inner = plain_step(model, masks, optimizer, spec, device)
+            return lambda xb, yb: (seen.append(xb.clone()), inner(xb, yb))[1]
+
+        model = build_model(ModelSpec(arch="conv2", width=0.125), (3, 8, 8), 2, 0)
+        draws = lambda e: augment.draw(["crop", "flip"], 50, generator(0, "augment", e))  # noqa: E731
+        result = train(
+            model,
+            dense_masks(model),
+            data,
+            spec,
+            (steps, "it"),
+            torch.Generator().manual_seed(0),
+            step_factory=recording,
+            start=start,
+            augment=draws,
+        )
+        assert result.curve[-1].iteration == steps
+        return seen
+
+    full, resumed = batches(0, 15), batches(7, 8)
+    assert len(resumed) == 8
+    assert all(torch.equal(a, b) for a, b in zip(full[7:], resumed))

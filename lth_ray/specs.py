@@ -40,9 +40,11 @@ class DatasetSpec:
         5000, "examples held out of the training set for validation / early stopping"
     )
     split_seed: int = doc(0, "seed of the train/val split; independent of the model seed")
-    scale: Literal["unit", "standardize"] = doc(
+    scale: Literal["unit", "standardize", "imagenet"] = doc(
         "unit",
-        "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score",
+        "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score with"
+        " the training split's own mean and std; imagenet = (x/255 - [0.485, 0.456, 0.406]) /"
+        " [0.229, 0.224, 0.225], the ImageNet statistics open_lth's CIFAR-10 normalises with",
     )
     train_limit: int | None = doc(
         None, "keep only this many training examples after the split (quick runs)"

@@ -37,6 +37,8 @@ PREFIX = {
     "train.retrain": "rt",
     "prune.rounds": "r",
     "dataset.split_seed": "split",
+    "train.warmup": "wu",
+    "train.momentum": "m",
 }
 BARE = {
     "prune.criterion",
@@ -48,6 +50,8 @@ BARE = {
     "train.precision",
     "train.optimizer",
     "dataset.name",
+    "prune.retrain_mode",
+    "train.lr_schedule",
 }
 ARM_NAMES = {"one_shot": "oneshot", "reinit": "reinit", "random_mask": "rmask"}
 

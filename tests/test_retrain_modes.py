@@ -188,3 +188,29 @@ def test_resume_mid_protocol_is_bit_identical(data, one_thread):
     resumed.restore(ckpt)
     resumed.run()
     _same_records(full.state.history, resumed.state.history)
+
+
+def test_a_ticket_hands_its_controls_the_weights_it_pruned(data, tmp_path):
+    """Through the sweep's storage: a ticket publishes each level's masks and, under lr_rewind,
+    the weights it pruned; its random-mask control trained from them reports what a control
+    trial that computes the ticket itself reports."""
+    from lth_ray.sweep.store import Store
+    from lth_ray.sweep.trainable import next_round, publish_level
+
+    cfg = modern("lr_rewind")  # 2 pruned rounds: level 2 starts from the ticket's level-1 net
+    units = Store(str(tmp_path))
+    ticket = LotteryTrial(cfg, data)
+    while not ticket.done:
+        ticket.run_round()
+        publish_level(units, "ticket", ticket)
+    dense_final = LotteryTrial(cfg, data).train_trunk([]).final
+    level2 = units.load("ticket/round_02.pt")["kept"]
+    assert not torch.equal(level2["conv.weight"], dense_final["conv.weight"])
+    control_cfg = with_changes(cfg, **{"prune.control": "random_mask"})
+    alone = LotteryTrial(control_cfg, data)
+    alone.run()
+    control = LotteryTrial(control_cfg, data)
+    control.run_round()
+    next_round(control, {"masks_from": "ticket"}, units)
+    next_round(control, {"masks_from": "ticket"}, units)
+    _same_records(alone.state.history, control.state.history)

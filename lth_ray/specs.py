@@ -45,9 +45,11 @@ class DatasetSpec:
         5000, "examples held out of the training set for validation / early stopping"
     )
     split_seed: int = doc(0, "seed of the train/val split; independent of the model seed")
-    scale: Literal["unit", "standardize"] = doc(
+    scale: Literal["unit", "standardize", "imagenet"] = doc(
         "unit",
-        "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score",
+        "pixel scaling: unit = x/255 in [0,1] (the study); standardize = per-channel z-score with"
+        " the training split's own mean and std; imagenet = (x/255 - [0.485, 0.456, 0.406]) /"
+        " [0.229, 0.224, 0.225], the ImageNet statistics open_lth's CIFAR-10 normalises with",
     )
     train_limit: int | None = doc(
         None, "keep only this many training examples after the split (quick runs)"
@@ -55,6 +57,12 @@ class DatasetSpec:
     test_limit: int | None = doc(None, "keep only this many test examples (quick runs)")
     cache_dir: str | None = doc(
         None, "where decoded tensors are cached (default: <root>/.lth_cache)"
+    )
+    augment: list[str] = doc(
+        [],
+        "training-time augmentation, drawn per example per epoch on the device: crop = a random"
+        " crop of the image zero-padded by 4 pixels (offsets -4..+4), flip = horizontal flip with"
+        " probability 1/2 (open_lth's CIFAR-10 augmentation is [crop, flip])",
     )
     synthetic_train: int = doc(1200, "synthetic only: number of train+val examples generated")
     synthetic_test: int = doc(400, "synthetic only: number of test examples generated")
@@ -64,7 +72,11 @@ class DatasetSpec:
 
 @dataclass
 class ModelSpec:
-    arch: str = doc("conv4", "model registry key: conv2 | conv4 | conv6 | lenet300_100 | ...")
+    arch: str = doc(
+        "conv4",
+        "model registry key: conv2 | conv4 | conv6 | lenet300_100 | cifar_resnet_<20|32|44|56|110>"
+        " | cifar_vgg_<11|13|16|19> | ...",
+    )
     padding: Literal["same", "valid"] = doc(
         "same", "conv padding: 'same' (Frankle & Carbin) or 'valid' (Keras default)"
     )
@@ -72,6 +84,16 @@ class ModelSpec:
         "glorot_normal", "initialiser of weights (biases start at zero)"
     )
     width: float = doc(1.0, "multiplier on every hidden layer's width (1.0 = the published net)")
+    bias_init: Literal["zero", "torch"] = doc(
+        "zero",
+        "biases of conv/linear layers: zero, or torch = the layer's own default (uniform in"
+        " +-1/sqrt(fan_in), what open_lth leaves them at)",
+    )
+    bn_init: Literal["uniform", "fixed"] = doc(
+        "uniform",
+        "BatchNorm scale at init (shift 0): uniform = U(0, 1) (open_lth's default batchnorm_init),"
+        " fixed = 1 (torch's default)",
+    )
 
 
 @dataclass
@@ -88,7 +110,27 @@ class TrainSpec:
     )
     betas: list[float] = doc([0.9, 0.999], "Adam betas")
     momentum: float = doc(0.9, "SGD momentum")
-    weight_decay: float = doc(0.0, "L2 weight decay")
+    nesterov: bool = doc(False, "SGD with Nesterov momentum")
+    weight_decay: float = doc(
+        0.0,
+        "L2 weight decay, coupled (added to the gradient, as torch.optim.SGD and Adam apply it)",
+    )
+    warmup: str = doc(
+        "0it",
+        "linear learning-rate warmup, '<n>it' or '<n>ep': lr x min(1, step / n) (open_lth's rule;"
+        " SGD only)",
+    )
+    milestones: list[str] = doc(
+        [],
+        "step decay: the learning rate is multiplied by train.gamma at each of these steps"
+        " ('80ep', '32000it'; SGD only)",
+    )
+    gamma: float = doc(0.1, "the factor of each step decay at train.milestones")
+    lr_schedule: Literal["step", "cosine"] = doc(
+        "step",
+        "step = constant between milestones; cosine = lr x (1 + cos(pi t / T)) / 2 after warmup,"
+        " T the round's full length (milestones then not allowed; SGD only)",
+    )
     batch_size: int = doc(60, "training batch size")
     eval_batch_size: int = doc(1000, "batch size for validation/test evaluation")
     initial: str = doc(
@@ -148,6 +190,12 @@ class PruneSpec:
         "remaining",
         "after rewinding to step k, train the round's remaining T - k steps (the papers, open_lth)"
         " or a full T steps",
+    )
+    retrain_mode: Literal["weight_rewind", "lr_rewind", "finetune"] = doc(
+        "weight_rewind",
+        "what each pruned round retrains (Renda et al. 2020): weight_rewind = weights and schedule"
+        " back to the rewind point k; lr_rewind = keep the final weights, run the schedule again"
+        " from k; finetune = keep the final weights, train at the schedule's final learning rate",
     )
     control: Literal["none", "reinit", "random_mask"] = doc(
         "none",

@@ -26,6 +26,10 @@ SHIPPED = {
     "frankle_carbin_conv": 90,
     "precision_study": 10,
     "fashion_lenet": 60,
+    "open_lth_resnet20": 3,
+    "open_lth_vgg16": 3,
+    "lmc_resnet20": 72,
+    "renda_resnet20": 9,
 }
 
 
@@ -42,6 +46,10 @@ EPOCHS = {
     "frankle_carbin_conv": (60_500, 103_000),
     "precision_study": (260, 260),
     "fashion_lenet": (2_535, 3_540),
+    "open_lth_resnet20": (5_865, 5_865),
+    "open_lth_vgg16": (5_865, 5_865),
+    "lmc_resnet20": (141_361, 246_699),
+    "renda_resnet20": (16_017, 17_084),
 }
 
 
@@ -60,6 +68,41 @@ def test_shipped_ablations_validate(name, count):
     trials = expand_trials(spec)
     assert len(trials) == count
     assert len({t.key for t in trials}) == count
+
+
+@pytest.mark.parametrize("name", ["open_lth_resnet20", "open_lth_vgg16"])
+def test_open_lth_presets_are_its_defaults(name):
+    t = expand_trials(load_ablation(ABLATIONS / f"{name}.yaml"))[0]
+    tr = t.train
+    assert (tr.optimizer, tr.lr, tr.momentum, tr.weight_decay, tr.batch_size) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-4,
+        128,
+    )
+    # 160 epochs of 50,000 images at batch 128, x0.1 at 80 and 120 epochs
+    assert (tr.initial, tr.retrain) == ("62560it", "62560it") and 62560 == 160 * 391
+    assert tr.milestones == ["31280it", "46920it"] and tr.gamma == 0.1 and tr.warmup == "0it"
+    assert t.dataset.augment == ["crop", "flip"] and t.dataset.scale == "imagenet"
+    assert (t.model.init, t.model.bn_init) == ("kaiming_normal", "uniform")
+    assert (t.prune.fraction, t.prune.scope, t.prune.rewind) == (0.2, "global", "init")
+    assert t.prune.exclude == ([] if name.endswith("resnet20") else ["fc.weight"])
+
+
+def test_lmc_and_renda_presets():
+    lmc = expand_trials(load_ablation(ABLATIONS / "lmc_resnet20.yaml"))
+    tickets = [t for t in lmc if t.prune.control == "none"]
+    variants = {(t.train.lr, t.train.warmup) for t in tickets}
+    assert variants == {(0.1, "0it"), (0.01, "0it"), (0.03, "30000it")}
+    assert {t.prune.rewind for t in tickets} == {"init", "100it", "500it", "2000it"}
+    assert {t.prune.control for t in lmc} == {"none", "reinit", "random_mask"}
+    assert all(
+        t.train.initial == "63000it" and t.train.milestones == ["32000it", "48000it"] for t in lmc
+    )
+    renda = expand_trials(load_ablation(ABLATIONS / "renda_resnet20.yaml"))
+    assert {t.prune.retrain_mode for t in renda} == {"weight_rewind", "lr_rewind", "finetune"}
+    assert {t.seed for t in renda} == {0, 1, 2} and all(t.prune.rewind == "2000it" for t in renda)
 
 
 def test_seed_study_is_the_study_protocol():

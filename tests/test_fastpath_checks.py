@@ -34,11 +34,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from lth_ray.lottery import augment
 from lth_ray.lottery.data import load_dataset
 from lth_ray.lottery.fastpath import FastPathOptions, train_fast
 from lth_ray.lottery.models import build_model
 from lth_ray.lottery.pruning import apply_masks, dense_masks
 from lth_ray.lottery.train import StateDict, TrainResult, train
+from lth_ray.lottery.trial import generator
 from lth_ray.specs import DatasetSpec, ModelSpec, TrainSpec
 
 # CUDA: ||w_a - w_b|| / ||w_a - w_start|| after one Adam step, graphed vs eager (measured on an
@@ -93,10 +95,14 @@ def run_round(
     steps: tuple[int, str],
     options: FastPathOptions | None,
     optimizer: str = "adam",
+    modern: bool = False,
 ) -> tuple[TrainResult, StateDict, dict[str, torch.Tensor]]:
     """One round from the fixed start: the plain loop when `options` is None, else `train_fast`.
 
-    Returns the result, the starting weights and the masks."""
+    Returns the result, the starting weights and the masks. `modern`: today's protocol instead, a
+    BatchNorm ResNet-20 trained by SGD with Nesterov momentum and weight decay on a warmup + step
+    schedule, with flip + crop, started mid-epoch at step 2 of the round's stream (a rewound round).
+    """
     size = Size.for_device(device)
     data = load_dataset(
         DatasetSpec(
@@ -107,8 +113,12 @@ def run_round(
             synthetic_shape=list(size.shape),
         )
     ).to(device)
+    arch = "cifar_resnet_20" if modern else "conv4"
     model = build_model(
-        ModelSpec(arch="conv4", padding="same", width=size.width), size.shape, data.num_classes, 0
+        ModelSpec(arch=arch, padding="same", width=size.width),
+        size.shape,
+        data.num_classes,
+        0,
     ).to(device)
     masks = dense_masks(model)
     g = torch.Generator().manual_seed(7)
@@ -123,12 +133,32 @@ def run_round(
         precision=precision,  # type: ignore[arg-type]
         drop_last=drop_last,
     )
+    extra: dict = {}
+    if modern:
+        spec = dataclasses.replace(
+            spec, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+        )
+        per_epoch = -(-size.n_train // BATCH) if not drop_last else size.n_train // BATCH
+        n_steps = steps[0] * (per_epoch if steps[1] == "ep" else 1) - 2
+        lrs = [
+            0.05 * min(1.0, (2 + i) / 4) * (0.1 if 2 + i >= per_epoch else 1.0)
+            for i in range(n_steps)
+        ]
+        n = size.n_train
+        extra = {
+            "start": 2,
+            "lrs": torch.tensor(lrs),
+            "augment": lambda e: augment.draw(["crop", "flip"], n, generator(7, "augment", e)),
+        }
+        steps = (n_steps, "it")
     gen = torch.Generator().manual_seed(11)
     if options is None:
         plain = dataclasses.replace(spec, fast_path="off")
-        result = train(model, masks, data, plain, steps, gen, rewind_at=REWIND)
+        result = train(model, masks, data, plain, steps, gen, rewind_at=REWIND, **extra)
     else:
-        result = train_fast(model, masks, data, spec, steps, gen, rewind_at=REWIND, options=options)
+        result = train_fast(
+            model, masks, data, spec, steps, gen, rewind_at=REWIND, options=options, **extra
+        )
     return result, start, masks
 
 
@@ -265,6 +295,53 @@ def test_graphed_round_is_the_eager_round_bit_for_bit(precision, channels_last, 
     for name in sa:
         for k in sa[name]:
             assert torch.equal(sa[name][k], sb[name][k]), f"{name}/{k}"
+
+
+def test_modern_round_on_cpu_is_the_plain_loop_bit_for_bit():
+    """BatchNorm + SGD (Nesterov, weight decay) + schedule + flip/crop, started mid-epoch: the eager
+    fast path computes the plain loop's round exactly (same kernels, same order on the CPU)."""
+    plain, _, masks = run_round(CPU, "fp32", False, (2, "ep"), None, modern=True)
+    fast, _, _ = run_round(CPU, "fp32", False, (2, "ep"), FastPathOptions(), modern=True)
+    assert plain.curve == fast.curve
+    # 4 steps per epoch, from step 2 of the stream: evaluations at its epoch ends and at the end
+    assert [(e.epoch, e.iteration) for e in plain.curve] == [(1, 2), (2, 6)]
+    for name, state in states(plain).items():
+        for k, v in state.items():
+            assert torch.equal(v, states(fast)[name][k]), f"{name}/{k}"
+    assert any("running_mean" in k for k in plain.final)
+    assert pruned_nonzero(plain, masks) == [] and pruned_nonzero(fast, masks) == []
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_modern_round_agrees_with_the_plain_loop(device, drop_last):
+    device = torch.device(device)
+    plain, _, masks = run_round(device, "fp32", drop_last, (2, "ep"), None, modern=True)
+    fast, _, _ = run_round(device, "fp32", drop_last, (2, "ep"), FastPathOptions(), modern=True)
+    assert [(e.epoch, e.iteration) for e in plain.curve] == [
+        (e.epoch, e.iteration) for e in fast.curve
+    ]
+    assert pruned_nonzero(plain, masks) == [] and pruned_nonzero(fast, masks) == []
+    for p, f in zip(plain.curve, fast.curve):
+        assert abs(p.train_loss - f.train_loss) <= LOSS_TOLERANCE["fp32"], (p, f)
+        assert abs(p.val_loss - f.val_loss) <= LOSS_TOLERANCE["fp32"], (p, f)
+
+
+@cuda
+def test_modern_graphed_round_is_the_eager_round_bit_for_bit():
+    """The schedule's table, the step counts, BatchNorm's statistics and the augmentation draws all
+    live on the device: replaying the captured step is the eager computation."""
+    graphed = FastPathOptions(graph=True, channels_last=False)
+    eager = dataclasses.replace(graphed, graph=False, capturable=True)
+    with deterministic_cudnn(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a, _, _ = run_round(torch.device("cuda"), "fp32", False, (2, "ep"), eager, modern=True)
+        b, _, _ = run_round(torch.device("cuda"), "fp32", False, (2, "ep"), graphed, modern=True)
+    assert not [w for w in caught if "capture failed" in str(w.message)]
+    assert a.curve == b.curve
+    for name, state in states(a).items():
+        for k, v in state.items():
+            assert torch.equal(v, states(b)[name][k]), f"{name}/{k}"
 
 
 def test_a_step_that_forgets_the_mask_fails_the_checks(monkeypatch):

@@ -160,6 +160,16 @@ TYPES = cases(
         C("types-grid-seed-word", edit({"grid.seed": [0, "one"]}), "grid.seed"),
         C("types-grid-seed-bool", edit({"grid.seed": [True, False]}), "grid.seed"),
         C("types-grid-lr-words", edit({"grid.train.lr": ["low", "high"]}), "grid.train.lr"),
+        C("types-nesterov-word", edit({"train.nesterov": "sometimes"}), "train.nesterov"),
+        C("types-gamma-word", edit({"train.gamma": "tenth"}), "train.gamma"),
+        C("types-warmup-no-unit", edit({"train.warmup": 5}), "train.warmup"),
+        C("types-milestones-string", edit({"train.milestones": "1ep,2ep"}), "train.milestones"),
+        C("types-milestones-mapping", edit({"train.milestones": {"1ep": 0.1}}), "train.milestones"),
+        C("types-augment-string", edit({"dataset.augment": "flip"}), "dataset.augment"),
+        C("types-augment-mapping", edit({"dataset.augment": {"flip": True}}), "dataset.augment"),
+        C("types-retrain-mode-bool", edit({"prune.retrain_mode": True}), "prune.retrain_mode"),
+        C("types-bn-init-number", edit({"model.bn_init": 1}), "model.bn_init"),
+        C("types-bias-init-bool", edit({"model.bias_init": False}), "model.bias_init"),
     ],
 )
 
@@ -265,6 +275,13 @@ RANGES = cases(
         ),
         C("ranges-grid-fraction", edit({"grid.prune.fraction": [0.2, 1.2]}), "grid.prune.fraction"),
         C("ranges-grid-lr", edit({"grid.train.lr": [1e-3, 0]}), "grid.train.lr"),
+        C("ranges-gamma-zero", edit({"train.gamma": 0}), "train.gamma"),
+        C("ranges-gamma-above-one", edit({"train.gamma": 10}), "train.gamma"),
+        C(
+            "ranges-milestone-zero",
+            edit({"train.optimizer": "sgd", "train.milestones": ["0ep"]}),
+            "train.milestones",
+        ),
     ],
 )
 
@@ -347,7 +364,7 @@ NAMES = cases(
         C("names-exclude-typo", edit({"prune.exclude": ["outptu"]}), "prune.exclude"),
         C(
             "names-exclude-partial-layer-name",
-            edit({"prune.exclude": ["classifier.4"]}),
+            edit({"prune.exclude": ["classifier"]}),
             "prune.exclude",
         ),
         C(
@@ -374,6 +391,28 @@ NAMES = cases(
             "names-baselines-random-mask",
             edit({"baselines.random_mask": True}),
             "baselines.random_mask",
+        ),
+        C("names-augment-typo", edit({"dataset.augment": ["crop", "flop"]}), "dataset.augment"),
+        C(
+            "names-retrain-mode-typo",
+            edit({"prune.retrain_mode": "lr_rewinding"}),
+            "prune.retrain_mode",
+        ),
+        C("names-lr-schedule-typo", edit({"train.lr_schedule": "cosin"}), "train.lr_schedule"),
+        C("names-bn-init-typo", edit({"model.bn_init": "ones"}), "model.bn_init"),
+        C("names-bias-init-typo", edit({"model.bias_init": "zeros"}), "model.bias_init"),
+        C("names-resnet-depth", edit({"model.arch": "cifar_resnet_21"}), "model.arch"),
+        C("names-vgg-depth", edit({"model.arch": "cifar_vgg_15"}), "model.arch"),
+        C("names-warmup-unit", edit({"train.warmup": "5 epochs"}), "train.warmup"),
+        C(
+            "names-milestone-unit",
+            edit({"train.optimizer": "sgd", "train.milestones": ["1ep", "2epochs"]}),
+            "train.milestones",
+        ),
+        C(
+            "names-exclude-resnet-partial",
+            edit({"model.arch": "cifar_resnet_20", "prune.exclude": ["blocks.0"]}),
+            "prune.exclude",
         ),
     ],
 )
@@ -664,6 +703,41 @@ CROSS = cases(
             "cross-layer-fraction-of-excluded-type",
             edit({**LAYERWISE, "prune.layer_fractions": {"output": 0.1}}),  # exclude: [output]
             ("prune.layer_fractions.output", "prune.layer_fractions", "prune.exclude"),
+        ),
+        C("cross-milestones-with-adam", edit({"train.milestones": ["1ep"]}), "train.milestones"),
+        C("cross-warmup-with-adam", edit({"train.warmup": "10it"}), "train.warmup"),
+        C("cross-cosine-with-adam", edit({"train.lr_schedule": "cosine"}), "train.lr_schedule"),
+        C("cross-nesterov-with-adam", edit({"train.nesterov": True}), "train.nesterov"),
+        C(
+            "cross-nesterov-without-momentum",
+            edit({"train.optimizer": "sgd", "train.nesterov": True, "train.momentum": 0}),
+            "train.nesterov",
+        ),
+        C(
+            "cross-cosine-with-milestones",
+            edit(
+                {
+                    "train.optimizer": "sgd",
+                    "train.lr_schedule": "cosine",
+                    "train.milestones": ["1ep"],
+                }
+            ),
+            "train.milestones",
+        ),
+        C(
+            "cross-augment-twice",
+            edit({"dataset.augment": ["flip", "crop", "flip"]}),
+            "dataset.augment",
+        ),
+        C(
+            "cross-vgg-on-small-images",
+            edit({"model.arch": "cifar_vgg_11"}),
+            ("dataset.synthetic_shape", "model.arch"),
+        ),
+        C(
+            "cross-grid-retrain-mode-typo",
+            edit({"grid.prune.retrain_mode": ["weight_rewind", "finetuning"]}),
+            "grid.prune.retrain_mode",
         ),
     ],
 )

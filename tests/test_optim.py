@@ -16,7 +16,7 @@ from torch import nn
 from lth_ray.lottery.data import load_dataset
 from lth_ray.lottery.fastpath import FastPathOptions, make_fast_optimizer, train_fast
 from lth_ray.lottery.models import build_model
-from lth_ray.lottery.optim import KerasAdam
+from lth_ray.lottery.optim import KerasAdam, ScheduledSGD
 from lth_ray.lottery.pruning import apply_masks, dense_masks
 from lth_ray.lottery.train import make_optimizer, masked_update, train
 from lth_ray.specs import TrainSpec
@@ -175,8 +175,8 @@ def test_masked_weights_stay_exactly_zero():
     [
         ("adam", "torch", torch.optim.Adam),
         ("adam", "keras", KerasAdam),
-        ("sgd", "torch", torch.optim.SGD),
-        ("sgd", "keras", torch.optim.SGD),
+        ("sgd", "torch", ScheduledSGD),
+        ("sgd", "keras", ScheduledSGD),
     ],
 )
 @pytest.mark.parametrize("capturable", [False, True])
@@ -259,3 +259,77 @@ def test_fast_path_matches_plain_loop_in_keras_form():
     assert plain.curve == fast.curve
     torch_form = _tiny_round(dataclasses.replace(spec, eps_style="torch"), fast=False)
     assert any(not torch.equal(torch_form.final[k], plain.final[k]) for k in plain.final)
+
+
+# ----------------------------------------------------------------------------------------------
+# ScheduledSGD: torch.optim.SGD's arithmetic with a per-step learning-rate table.
+
+
+@pytest.mark.parametrize(
+    ("momentum", "nesterov", "wd"), [(0.0, False, 0.0), (0.9, False, 1e-4), (0.9, True, 5e-4)]
+)
+def test_scheduled_sgd_follows_torch_sgd_step_by_step(momentum, nesterov, wd):
+    """Same trajectory as torch.optim.SGD given the same learning rate per step (within float32
+    rounding of lr * d, which torch fuses into one multiply-add)."""
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(50, generator=g)
+    grads = [torch.randn(50, generator=g) for _ in range(8)]
+    lrs = torch.tensor([0.0, 0.05, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001])
+    a, b = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+    ours = ScheduledSGD([a], lrs, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    ref = torch.optim.SGD([b], lr=0.1, momentum=momentum, weight_decay=wd, nesterov=nesterov)
+    for lr, grad in zip(lrs.tolist(), grads):
+        ref.param_groups[0]["lr"] = lr
+        for p, opt in ((a, ours), (b, ref)):
+            p.grad = grad.clone()
+            opt.step()
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(a, w0)
+
+
+def test_scheduled_sgd_holds_the_last_rate_past_the_table():
+    w = torch.ones(3, requires_grad=True)
+    opt = ScheduledSGD([w], torch.tensor([1.0, 0.5]))
+    for _ in range(4):
+        w.grad = torch.ones(3)
+        opt.step()
+    assert torch.allclose(w, torch.full((3,), 1.0 - 1.0 - 0.5 - 0.5 - 0.5))
+
+
+def test_scheduled_sgd_zeroed_state_is_fresh():
+    """The fast path zeroes optimizer state after its warm-up: step count and momentum restart."""
+    w = torch.ones(4, requires_grad=True)
+    opt = ScheduledSGD([w], torch.tensor([0.0, 1.0]), momentum=0.9)
+    w.grad = torch.ones(4)
+    opt.step()
+    for v in opt.state[w].values():
+        v.zero_()
+    w.grad = torch.ones(4)
+    opt.step()  # lr[0] = 0 again: nothing moves
+    assert torch.equal(w, torch.ones(4))
+
+
+def test_momentum_and_weight_decay_never_resurrect_a_pruned_weight():
+    """Masked SGD with momentum 0.9 and weight decay: pruned weights stay exactly zero and their
+    momentum buffers too (the buffer of a weight pruned after earlier steps would otherwise keep
+    pushing it). Without the gradient mask the buffer fills; without the weight mask it moves."""
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 5)
+    mask = torch.rand(5, 20) > 0.5
+    spec = TrainSpec(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
+    opt = make_optimizer(layer.parameters(), spec)
+    x = torch.randn(64, 20)
+    for _ in range(3):  # dense steps first: the momentum buffers fill everywhere
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+    assert bool((opt.state[layer.weight]["momentum_buffer"][~mask] != 0).all())
+    with torch.no_grad():
+        layer.weight.mul_(mask)
+    opt = make_optimizer(layer.parameters(), spec)  # each round a fresh optimizer
+    masked = [(layer.weight, mask.float())]
+    for _ in range(5):
+        masked_update(layer(x).square().mean(), opt, masked)
+    assert bool((layer.weight[~mask] == 0).all())
+    assert bool((opt.state[layer.weight]["momentum_buffer"][~mask] == 0).all())
+    assert bool((layer.weight[mask] != 0).all())

@@ -140,11 +140,18 @@ def _check_width(cfg: TrialConfig, input_shape, classes: int, file: str | None) 
 
 def _check_pruning(cfg: TrialConfig, model, file: str | None) -> None:
     from lth_ray.lottery.models import weight_layers
-    from lth_ray.lottery.pruning import KINDS, layer_fractions, prunable_names, prune_count
+    from lth_ray.lottery.pruning import (
+        KINDS,
+        layer_fractions,
+        layer_keys,
+        prunable_names,
+        prune_count,
+    )
 
     p = cfg.prune
     layers = weight_layers(model)
-    known = [li.name for li in layers] + list(KINDS)
+    known = list(dict.fromkeys(k for li in layers for k in layer_keys(li.name, li.kind)))
+    known += list(KINDS)
     for i, e in enumerate(p.exclude):
         if e not in known:
             close = difflib.get_close_matches(e, known, n=1)

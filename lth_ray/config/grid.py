@@ -39,6 +39,8 @@ PREFIX = {
     "train.retrain": "rt",
     "prune.rounds": "r",
     "dataset.split_seed": "split",
+    "train.warmup": "wu",
+    "train.momentum": "m",
 }
 BARE = {
     "prune.criterion",
@@ -50,6 +52,8 @@ BARE = {
     "train.precision",
     "train.optimizer",
     "dataset.name",
+    "prune.retrain_mode",
+    "train.lr_schedule",
 }
 MAX_KEY = 160  # characters of a trial key (longer keys keep a prefix and a hash)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from lth_ray.config import sweep_checks
 from lth_ray.config.errors import ConfigError
 from lth_ray.config.feasible import check_feasible
-from lth_ray.lottery.schedule import parse_steps, schedule_problem
+from lth_ray.lottery.schedule import lr_schedule_problem, parse_steps, schedule_problem
 from lth_ray.names import slug_problem
 from lth_ray.specs import AblationSpec, DatasetSpec, ModelSpec, PruneSpec, TrainSpec, TrialConfig
 
@@ -97,6 +97,8 @@ def validate_trial(cfg: TrialConfig | AblationSpec, file: str | None = None) -> 
     if problem:
         raise ConfigError(file, *problem)
     _check_eval_every(cfg.train, file)
+    _check_lr_schedule(cfg.train, file)
+    _check_augment(cfg.dataset, file)
     _check_data_source(cfg.dataset, file)
     p = cfg.prune
     for kind in p.layer_fractions:
@@ -199,6 +201,36 @@ def _check_eval_every(t: TrainSpec, file: str | None) -> None:
     except ValueError as e:
         raise ConfigError(file, "train.eval_every", str(e)) from None
     _check(n >= 1, file, "train.eval_every", f"expected at least 1 step, got {t.eval_every!r}")
+
+
+def _check_lr_schedule(t: TrainSpec, file: str | None) -> None:
+    problem = lr_schedule_problem(t)
+    if problem:
+        raise ConfigError(file, *problem)
+
+
+def _check_augment(d: DatasetSpec, file: str | None) -> None:
+    from lth_ray.lottery.augment import KINDS
+
+    _check(
+        isinstance(d.augment, list),
+        file,
+        "dataset.augment",
+        f"expected a list of {' | '.join(KINDS)}, got {d.augment!r}",
+    )
+    for i, kind in enumerate(d.augment):
+        _check(
+            kind in KINDS,
+            file,
+            f"dataset.augment[{i}]",
+            f"expected an augmentation: {' | '.join(KINDS)}, got {kind!r}",
+        )
+    _check(
+        len(set(d.augment)) == len(d.augment),
+        file,
+        "dataset.augment",
+        f"each augmentation at most once, got {d.augment}",
+    )
 
 
 def _check_data_source(d: DatasetSpec, file: str | None) -> None:

@@ -34,6 +34,11 @@ __all__ = [
 
 CACHE_VERSION = 1  # bump when the decoded layout changes
 
+# open_lth's CIFAR-10 normalisation: ImageNet's channel statistics, not CIFAR-10's own (which are
+# about mean [0.491, 0.482, 0.447], std [0.247, 0.243, 0.262]; `standardize` computes them)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class DataSplits:
@@ -46,6 +51,7 @@ class DataSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str]
+    black: torch.Tensor | None = None  # [C]: a zero pixel after scaling (augmentation's padding)
 
     @property
     def num_classes(self) -> int:
@@ -176,7 +182,8 @@ def load_dataset(spec: DatasetSpec) -> DataSplits:
 
     `train_limit` keeps the first N of the (shuffled) training split. `test_limit` keeps N test
     examples drawn with the split seed, since stored test sets are often sorted by class.
-    `standardize` uses per-channel mean/std of the training split actually used.
+    `standardize` uses per-channel mean/std of the training split actually used; `imagenet` the
+    fixed ImageNet statistics open_lth applies to CIFAR-10.
     """
     raw = load_raw(spec)
     n = len(raw.train_y)
@@ -199,8 +206,18 @@ def load_dataset(spec: DatasetSpec) -> DataSplits:
         mean = train_x.mean(dim=(0, 2, 3), keepdim=True)[0]
         std = train_x.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-8)
         train_x.sub_(mean).div_(std)
+    elif spec.scale == "imagenet":
+        mean = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+        if train_x.shape[1] != len(IMAGENET_MEAN):
+            raise ValueError(
+                f"dataset.scale 'imagenet' needs RGB images, got {train_x.shape[1]} channels"
+            )
+        train_x.sub_(mean).div_(std)
     elif spec.scale != "unit":
-        raise ValueError(f"dataset.scale must be 'unit' or 'standardize', got {spec.scale!r}")
+        raise ValueError(
+            f"dataset.scale must be 'unit', 'standardize' or 'imagenet', got {spec.scale!r}"
+        )
     return DataSplits(
         train_x=train_x,
         train_y=raw.train_y[train_idx],
@@ -209,4 +226,9 @@ def load_dataset(spec: DatasetSpec) -> DataSplits:
         test_x=_scale(raw.test_x[test_idx], mean, std),
         test_y=raw.test_y[test_idx],
         classes=list(raw.classes),
+        black=(
+            torch.zeros(train_x.shape[1])
+            if mean is None or std is None
+            else (-mean / std).flatten()
+        ),
     )

@@ -24,13 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth_ray.lottery import augment as aug
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.pruning import Masks
 from lth_ray.lottery.schedule import batches_per_epoch
 from lth_ray.lottery.train import (
+    Augmenter,
     StateDict,
     TrainResult,
     autocast,
+    black_of,
     make_optimizer,
     masked_params,
     masked_update,
@@ -67,7 +70,9 @@ def use_channels_last(options: FastPathOptions, spec: TrainSpec, device: torch.d
     return device.type == "cuda" and resolve_precision(spec.precision, device) == "bf16"
 
 
-def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.optim.Optimizer:
+def make_fast_optimizer(
+    params, spec: TrainSpec, capturable: bool, lrs: torch.Tensor | None = None
+) -> torch.optim.Optimizer:
     """`train.make_optimizer`, with Adam's step counter on the device when the step is captured."""
     if spec.optimizer == "adam" and spec.eps_style == "torch" and capturable:
         return torch.optim.Adam(
@@ -78,16 +83,19 @@ def make_fast_optimizer(params, spec: TrainSpec, capturable: bool) -> torch.opti
             weight_decay=spec.weight_decay,
             capturable=True,
         )
-    # SGD keeps no host-side state and KerasAdam keeps its step on the device: capturable as they are
-    return make_optimizer(params, spec)
+    # ScheduledSGD and KerasAdam keep their step counts (and SGD its learning-rate table) on the
+    # device: capturable as they are
+    return make_optimizer(params, spec, lrs)
 
 
 class StepProgram:
     """One masked training step that takes its batch from device buffers, replayable as a graph.
 
-    Per epoch: `start_epoch(perm)` loads the permutation (one copy) and zeroes the batch offset and
-    the loss/accuracy sums; every `run()` trains on the next `batch_size` examples of it. `sums`
-    holds [summed loss, correct predictions] of the epoch so far, read once at the epoch's end.
+    Per epoch: `start_epoch(perm, draws, first)` loads the permutation and the augmentation draws
+    (one copy each), sets the batch offset to batch `first` and zeroes the loss/accuracy sums; every
+    `run()` trains on the next `batch_size` examples of it, augmented inside the step when
+    `augmented`. `sums` holds [summed loss, correct predictions] of the epoch so far, read once at
+    the epoch's end.
     """
 
     def __init__(
@@ -100,6 +108,8 @@ class StepProgram:
         optimizer: torch.optim.Optimizer,
         batch_size: int | None = None,
         channels_last: bool = False,
+        augmented: bool = False,
+        black: torch.Tensor | None = None,
     ) -> None:
         self.device = next(model.parameters()).device
         self.model, self.spec, self.optimizer = model, spec, optimizer
@@ -112,6 +122,16 @@ class StepProgram:
         self.offset = torch.zeros((), dtype=torch.int64, device=self.device)
         self.arange = torch.arange(self.batch_size, device=self.device)
         self.sums = torch.zeros(2, device=self.device)
+        self.augmented = augmented
+        self.black = (
+            torch.zeros(train_x.shape[1], device=self.device)
+            if black is None
+            else black.to(self.device)
+        )
+        centre = torch.full((n,), aug.PAD, dtype=torch.int64, device=self.device)
+        self.draws = aug.Draws(
+            centre, centre.clone(), torch.zeros(n, dtype=torch.bool, device=self.device)
+        )
         self.graph: torch.cuda.CUDAGraph | None = None
         self._keep: list[torch.Tensor] = []  # tensors the graph reads or writes: keep them alive
         self._host_perm: torch.Tensor | None = None
@@ -121,6 +141,15 @@ class StepProgram:
         idx = self.perm[(self.offset + self.arange) % len(self.perm)]  # never out of range
         self.offset += self.batch_size
         xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+        if self.augmented:
+            d = self.draws
+            xb = aug.apply(
+                xb,
+                d.dy.index_select(0, idx),
+                d.dx.index_select(0, idx),
+                d.flip.index_select(0, idx),
+                self.black,
+            )
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(self.spec, self.device, cache=False):
@@ -136,12 +165,19 @@ class StepProgram:
         else:
             self._step()
 
-    def start_epoch(self, perm: torch.Tensor) -> None:
+    def start_epoch(
+        self, perm: torch.Tensor, draws: aug.Draws | None = None, first: int = 0
+    ) -> None:
         if perm.device.type == "cpu" and self.device.type == "cuda":
             perm = perm.pin_memory()
             self._host_perm = perm  # the asynchronous copy reads it after this call returns
         self.perm[: len(perm)].copy_(perm, non_blocking=True)
-        self.offset.zero_()
+        if draws is not None:
+            for buf, new in zip(
+                (self.draws.dy, self.draws.dx, self.draws.flip), (draws.dy, draws.dx, draws.flip)
+            ):
+                buf.copy_(new)
+        self.offset.fill_(first * self.batch_size)
         self.sums.zero_()
 
     # -- capture ----------------------------------------------------------------------------------
@@ -209,6 +245,8 @@ def build_program(
     spec: TrainSpec,
     options: FastPathOptions,
     batch_size: int | None = None,
+    lrs: torch.Tensor | None = None,
+    augmented: bool = False,
 ) -> StepProgram:
     """The optimizer and the (captured when possible) step of one round."""
     device = next(model.parameters()).device
@@ -219,7 +257,10 @@ def build_program(
         )
     capturable = graph if options.capturable is None else options.capturable
     optimizer = make_fast_optimizer(
-        model.parameters(), spec, capturable=capturable and device.type == "cuda"
+        model.parameters(),
+        spec,
+        capturable=capturable and device.type == "cuda",
+        lrs=None if lrs is None else lrs.to(device=device, dtype=torch.float32),
     )
     if capturable and not graph:  # a check runs the captured math eagerly on purpose: no warning
         optimizer._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]
@@ -232,6 +273,8 @@ def build_program(
         optimizer,
         batch_size,
         use_channels_last(options, spec, device),
+        augmented,
+        black_of(data),
     )
     if graph:
         try:
@@ -254,6 +297,9 @@ def train_fast(
     generator: torch.Generator,
     rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
     options: FastPathOptions | None = None,
+    start: int = 0,
+    lrs: torch.Tensor | None = None,
+    augment: Augmenter | None = None,
 ) -> TrainResult:
     """`train.train` with the step as a `StepProgram`: same data order, same records, one sync per epoch.
 
@@ -272,8 +318,10 @@ def train_fast(
     )
     epoch = None
     try:
-        epoch = FastEpoch(model, masks, data, spec, options)
-        return run_epochs(model, epoch, data, eval_spec, steps, generator, rewind_at)
+        epoch = FastEpoch(model, masks, data, spec, options, lrs, augment is not None)
+        return run_epochs(
+            model, epoch, data, eval_spec, steps, generator, rewind_at, start, augment
+        )
     finally:
         if epoch is not None:
             epoch.close()
@@ -293,6 +341,8 @@ class FastEpoch:
         data: DataSplits,
         spec: TrainSpec,
         options: FastPathOptions,
+        lrs: torch.Tensor | None = None,
+        augmented: bool = False,
     ) -> None:
         n = len(data.train_x)
         self.model, self.data = model, data
@@ -300,7 +350,7 @@ class FastEpoch:
         if self.full == 0:  # fewer examples than one batch: nothing static to capture
             options = dataclasses.replace(options, graph=False)
         self.program = build_program(
-            model, masks, data, spec, options, batch_size=min(spec.batch_size, n)
+            model, masks, data, spec, options, min(spec.batch_size, n), lrs, augmented
         )
         device = self.program.device
         self.tail = (
@@ -310,18 +360,24 @@ class FastEpoch:
         )
         self.tail_sums = torch.zeros(2, device=device)
 
-    def start_epoch(self, perm: torch.Tensor) -> None:
-        self.program.start_epoch(perm)
+    def start_epoch(
+        self, perm: torch.Tensor, draws: aug.Draws | None = None, first: int = 0
+    ) -> None:
+        self.program.start_epoch(perm, draws, first)
         self.tail_sums.zero_()
 
     def run_batch(self, b: int) -> int:
         if b < self.full:
             self.program.run()
             return self.program.batch_size
-        idx = self.program.perm[self.full * self.program.batch_size :]
+        p = self.program
+        idx = p.perm[self.full * p.batch_size :]
+        xb = self.data.train_x[idx]
+        if p.augmented:
+            xb = aug.apply(xb, p.draws.dy[idx], p.draws.dx[idx], p.draws.flip[idx], p.black)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # capturable Adam stepping outside the graph
-            self.tail_sums += self.tail(self.data.train_x[idx], self.data.train_y[idx])
+            self.tail_sums += self.tail(xb, self.data.train_y[idx])
         return len(idx)
 
     def epoch_sums(self) -> torch.Tensor:

@@ -13,7 +13,7 @@ from lth_ray.lottery import fastpath
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.pruning import Masks
 from lth_ray.lottery.schedule import Steps
-from lth_ray.lottery.train import StepFactory, TrainResult, train
+from lth_ray.lottery.train import Augmenter, StepFactory, TrainResult, train
 from lth_ray.specs import TrainSpec
 
 
@@ -26,11 +26,20 @@ def fit(
     generator: torch.Generator,
     rewind_at: Steps | list[Steps] | None = None,
     step_factory: StepFactory | None = None,
+    start: int = 0,
+    lrs: torch.Tensor | None = None,
+    augment: Augmenter | None = None,
 ) -> TrainResult:
-    """Train `model` in place under `masks` for `steps`; data order from `generator`.
+    """Train `model` in place under `masks` for `steps`; data order from `generator`, from step
+    `start` of the round's stream; SGD's learning rate per step from `lrs`; augmentation draws per
+    epoch from `augment`.
 
     A custom `step_factory` (the benchmark's, a test's) always runs in the plain loop."""
     device = next(model.parameters()).device
     if step_factory is None and device.type == "cuda" and spec.fast_path == "auto":
-        return fastpath.train_fast(model, masks, data, spec, steps, generator, rewind_at)
-    return train(model, masks, data, spec, steps, generator, rewind_at, step_factory)
+        return fastpath.train_fast(
+            model, masks, data, spec, steps, generator, rewind_at, None, start, lrs, augment
+        )
+    return train(
+        model, masks, data, spec, steps, generator, rewind_at, step_factory, start, lrs, augment
+    )

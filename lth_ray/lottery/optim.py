@@ -32,6 +32,14 @@ from collections.abc import Callable, Iterable
 import torch
 
 
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """What `Optimizer.step(closure)` returns: the closure's loss, evaluated with gradients on."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class KerasAdam(torch.optim.Optimizer):
     """Adam with epsilon added to sqrt(v) of the raw second moment (Keras / TF1), capturable.
 
@@ -61,10 +69,7 @@ class KerasAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
@@ -89,4 +94,72 @@ class KerasAdam(torch.optim.Optimizer):
                 lr_t = (1.0 - torch.pow(beta2, step)).sqrt_().div_(1.0 - torch.pow(beta1, step))
                 lr_t.mul_(lr)
                 p.sub_(exp_avg.div(exp_avg_sq.sqrt().add_(eps)).mul_(lr_t))
+        return loss
+
+
+class ScheduledSGD(torch.optim.Optimizer):
+    """SGD with (Nesterov) momentum and coupled weight decay as `torch.optim.SGD` computes it, with
+    the learning rate of every step read from a device table: capturable in a CUDA graph.
+
+    Per step, per parameter: d = g + weight_decay * w; b = momentum * b + d (b starts at 0, so the
+    first step gives b = d, torch's first-step rule with dampening 0); d = d + momentum * b under
+    Nesterov, else d = b; w -= lr[t] * d, t the parameter's step count (the table's last entry once
+    t runs past it). A learning-rate schedule is therefore the table `lrs`, built on the host from
+    the pure function of the step (`lottery.schedule.learning_rates`); the step count is a device
+    tensor, so the optimizer needs no host input and zeroing its state makes it fresh.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        lrs: torch.Tensor,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        if lrs.ndim != 1 or len(lrs) < 1 or bool((lrs < 0).any()):
+            raise ValueError("lrs must be a non-empty 1-D tensor of non-negative learning rates")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay: {weight_decay}")
+        if nesterov and momentum <= 0.0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        defaults = {
+            "lr": float(lrs[0]),
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+        }
+        super().__init__(params, defaults)
+        self.lrs = lrs.detach().to(torch.float32)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = _closure_loss(closure)
+        last = len(self.lrs) - 1
+        for group in self.param_groups:
+            momentum, weight_decay = group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
+                    if momentum:
+                        state["momentum_buffer"] = torch.zeros_like(
+                            p, memory_format=torch.preserve_format
+                        )
+                if self.lrs.device != p.device:
+                    self.lrs = self.lrs.to(p.device)
+                lr = self.lrs[state["step"].clamp(max=last)].to(p.dtype)
+                state["step"].add_(1)
+                d = p.grad
+                if weight_decay != 0.0:
+                    d = d.add(p, alpha=weight_decay)
+                if momentum:
+                    buf = state["momentum_buffer"]
+                    buf.mul_(momentum).add_(d)
+                    d = d.add(buf, alpha=momentum) if group["nesterov"] else buf
+                p.sub_(d * lr)
         return loss

@@ -61,17 +61,26 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
         params[name].mul_(mask)
 
 
+def layer_keys(name: str, kind: str) -> tuple[str, ...]:
+    """What a `prune.exclude` entry may call a layer: its weight's name ('fc.weight'), its module's
+    name ('fc') or its kind ('output')."""
+    return (name, name.removesuffix(".weight"), kind)
+
+
 def prunable_names(model: nn.Module, exclude: Sequence[str]) -> list[str]:
-    """Weight layers, in forward order, whose name and kind are both absent from `exclude`."""
+    """Weight layers, in forward order, that no entry of `exclude` names (see `layer_keys`).
+
+    Only Conv2d/Linear weights are layers: BatchNorm's scale and shift, biases and running
+    statistics are never pruned and never counted among the prunable weights."""
     layers = weight_layers(model)
-    known = {li.name for li in layers} | set(KINDS)
+    known = {k for li in layers for k in layer_keys(li.name, li.kind)} | set(KINDS)
     unknown = [e for e in exclude if e not in known]
     if unknown:
         raise ValueError(
             f"exclude entries {unknown} match no layer name or kind (kinds: {', '.join(KINDS)}; "
             f"layers: {', '.join(li.name for li in layers)})"
         )
-    return [li.name for li in layers if li.name not in exclude and li.kind not in exclude]
+    return [li.name for li in layers if not set(layer_keys(li.name, li.kind)) & set(exclude)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth_ray.lottery import augment as aug
 from lth_ray.lottery.data import DataSplits
-from lth_ray.lottery.optim import KerasAdam
+from lth_ray.lottery.optim import KerasAdam, ScheduledSGD
 from lth_ray.lottery.pruning import Masks
 from lth_ray.lottery.schedule import batches_per_epoch, parse_steps, steps_to_iterations
 from lth_ray.specs import TrainSpec
@@ -32,7 +33,7 @@ StateDict = dict[str, torch.Tensor]
 class EpochStats:
     """One validation point (once per epoch by default; every `train.eval_every` steps)."""
 
-    epoch: int  # 1-based epoch the evaluation falls in
+    epoch: int  # 1-based epoch of the round's training the evaluation falls in
     iteration: int  # optimizer steps done when it ran
     train_loss: float
     train_acc: float
@@ -114,8 +115,14 @@ def autocast(
     return contextlib.nullcontext()
 
 
-def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
-    """The round's optimizer; Adam puts epsilon where `spec.eps_style` says (lth_ray/lottery/optim.py)."""
+def make_optimizer(
+    params, spec: TrainSpec, lrs: torch.Tensor | None = None
+) -> torch.optim.Optimizer:
+    """The round's optimizer; Adam puts epsilon where `spec.eps_style` says (lth_ray/lottery/optim.py).
+
+    SGD reads every step's learning rate from `lrs` (the round's schedule, `schedule.learning_rates`;
+    constant `spec.lr` when None). Adam trains at the constant `spec.lr` (validation refuses a
+    schedule with Adam)."""
     if spec.optimizer == "adam":
         adam = KerasAdam if spec.eps_style == "keras" else torch.optim.Adam
         return adam(
@@ -125,8 +132,12 @@ def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
             eps=spec.eps,
             weight_decay=spec.weight_decay,
         )
-    return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    return ScheduledSGD(
+        params,
+        lrs=torch.tensor([spec.lr], dtype=torch.float32) if lrs is None else lrs,
+        momentum=spec.momentum,
+        weight_decay=spec.weight_decay,
+        nesterov=spec.nesterov,
     )
 
 
@@ -155,6 +166,14 @@ def evaluate(
 
 
 StepFactory = Callable[..., Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+Augmenter = Callable[[int], aug.Draws]  # 1-based epoch of the round's stream -> that epoch's draws
+
+
+def black_of(data: DataSplits) -> torch.Tensor:
+    """The value of a zero pixel after scaling, per channel (zeros where the data does not say)."""
+    if data.black is not None:
+        return data.black.to(data.train_x.device)
+    return torch.zeros(data.train_x.shape[1], device=data.train_x.device)
 
 
 MaskedParams = list[tuple[torch.Tensor, torch.Tensor]]
@@ -224,21 +243,31 @@ class PlainEpoch:
         data: DataSplits,
         spec: TrainSpec,
         step_factory: StepFactory | None = None,
+        lrs: torch.Tensor | None = None,
     ) -> None:
         self.model, self.data, self.batch_size = model, data, spec.batch_size
         self.device = next(model.parameters()).device
-        optimizer = make_optimizer(model.parameters(), spec)
+        optimizer = make_optimizer(model.parameters(), spec, lrs)
         self.step = (step_factory or plain_step)(model, masks, optimizer, spec, self.device)
         self.perm = torch.empty(0, dtype=torch.int64)
         self.sums = torch.zeros(2, device=self.device)
+        self.draws: aug.Draws | None = None
+        self.black = black_of(data)
 
-    def start_epoch(self, perm: torch.Tensor) -> None:
+    def start_epoch(
+        self, perm: torch.Tensor, draws: aug.Draws | None = None, first: int = 0
+    ) -> None:
         self.perm = perm.to(self.device)
         self.sums = torch.zeros(2, device=self.device)
+        self.draws = None if draws is None else draws.to(self.device)
 
     def run_batch(self, b: int) -> int:
         idx = self.perm[b * self.batch_size : (b + 1) * self.batch_size]
-        self.sums += self.step(self.data.train_x[idx], self.data.train_y[idx])
+        xb = self.data.train_x[idx]
+        if self.draws is not None:
+            d = self.draws
+            xb = aug.apply(xb, d.dy[idx], d.dx[idx], d.flip[idx], self.black)
+        self.sums += self.step(xb, self.data.train_y[idx])
         return len(idx)
 
     def epoch_sums(self) -> torch.Tensor:
@@ -261,11 +290,18 @@ def run_epochs(
     steps: tuple[int, str],
     generator: torch.Generator,
     rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
+    start: int = 0,
+    augment: Augmenter | None = None,
 ) -> TrainResult:
     """The epoch loop shared by the plain and the fast path: data order, budget, validation, best/final/rewind.
 
     `rewind_at` is one rewind point or several (a shared dense round 0 captures every point its
     branches need); snapshots do not change the training.
+
+    `start` is the step of the round's stream the training begins at (a rewind point k): the
+    permutations of the epochs before it are drawn and skipped, the first epoch begins at batch
+    k mod per-epoch, and validation falls on the stream's own `eval_every` grid. `augment` gives the
+    augmentation draws of each (1-based) epoch of the stream.
 
     `program` trains one batch at a time (`start_epoch(perm)`, `run_batch(b)`, `epoch_sums()`,
     `snapshot()`). Validation runs every `spec.eval_every` steps and at the end of training (the
@@ -291,15 +327,20 @@ def run_epochs(
     best: StateDict | None = None
     best_loss, best_acc, best_epoch, best_iter = math.inf, 0.0, 0, 0
     curve: list[EpochStats] = []
-    seconds, images, it, epoch = 0.0, 0, 0, 0
+    seconds, images, it = 0.0, 0, 0
+    epoch, first = divmod(start, per_epoch)
+    before = epoch  # records count the round's own epochs; the stream's index them
+    for _ in range(epoch):  # the stream's epochs before the start point
+        torch.randperm(n, generator=generator)
     while it < total_iters:
         epoch += 1
         perm = torch.randperm(n, generator=generator)
+        draws = augment(epoch) if augment is not None else None
         _sync(device)
         t0 = time.perf_counter()
-        program.start_epoch(perm)
+        program.start_epoch(perm, draws, first)
         window, taken = 0, None  # examples trained since the last evaluation; the sums then
-        for b in range(per_epoch):
+        for b in range(first, per_epoch):
             if it >= total_iters:
                 break
             window += program.run_batch(b)
@@ -308,7 +349,7 @@ def run_epochs(
             if due:
                 snapshot = program.snapshot()
                 rewinds.update(dict.fromkeys(due, snapshot))
-            if it % eval_iters and it != total_iters:
+            if (start + it) % eval_iters and it != total_iters:
                 continue
             sums = program.epoch_sums()
             part = sums if taken is None else sums - taken
@@ -318,9 +359,10 @@ def run_epochs(
             images += window
             val_loss, val_acc = evaluate(model, data.val_x, data.val_y, spec, device)
             train_loss, train_correct = (part / max(window, 1)).tolist()
-            curve.append(EpochStats(epoch, it, train_loss, train_correct, val_loss, val_acc))
+            ep = epoch - before
+            curve.append(EpochStats(ep, it, train_loss, train_correct, val_loss, val_acc))
             if val_loss < best_loss:
-                best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, epoch, it
+                best_loss, best_acc, best_epoch, best_iter = val_loss, val_acc, ep, it
                 best = program.snapshot()
             window = 0
             t0 = time.perf_counter()
@@ -328,6 +370,7 @@ def run_epochs(
             _sync(device)
             seconds += time.perf_counter() - t0
             images += window
+        first = 0
     final = program.snapshot()
     return TrainResult(
         best=best if best is not None else final,
@@ -353,11 +396,19 @@ def train(
     generator: torch.Generator,
     rewind_at: tuple[int, str] | list[tuple[int, str]] | None = None,
     step_factory: StepFactory | None = None,
+    start: int = 0,
+    lrs: torch.Tensor | None = None,
+    augment: Augmenter | None = None,
 ) -> TrainResult:
     """The plain loop: train `model` in place under `masks` for `steps` ('ep' or 'it'); data order
-    from `generator`. `lottery.fit` chooses between it and the CUDA fast path."""
+    from `generator`, from step `start` of the round's stream on; SGD's learning rate of each step
+    from `lrs`. `lottery.fit` chooses between it and the CUDA fast path."""
     device = next(model.parameters()).device
     set_precision(spec, device)
     model.train()
-    program = PlainEpoch(model, masks, data, spec, step_factory)
-    return run_epochs(model, program, data, spec, steps, generator, rewind_at)
+    program = PlainEpoch(model, masks, data, spec, step_factory, _on(lrs, device))
+    return run_epochs(model, program, data, spec, steps, generator, rewind_at, start, augment)
+
+
+def _on(lrs: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if lrs is None else lrs.to(device=device, dtype=torch.float32)

@@ -7,6 +7,15 @@ the mask. A control trial computes the same ticket and then trains, and reports,
 level: `reinit` (the ticket's mask, a fresh initialisation) or `random_mask` (a uniformly random mask
 with the ticket's per-layer sparsity, from the ticket's start weights; open_lth's `randomly_prune`).
 
+What a pruned round retrains is `prune.retrain_mode` (Renda et al. 2020): `weight_rewind` restarts
+the survivors from the rewind point k (theta_0 when k is 'init'), and the learning-rate schedule,
+the data order and the augmentation from step k; `lr_rewind` keeps the weights the round pruned
+(the last trained net, the dense one under one-shot) and runs the schedule again from step k;
+`finetune` keeps them too and trains at the schedule's final learning rate. Each round makes a
+fresh optimizer (no momentum carried over; open_lth's `train(start_step=k)` does the same). The
+whole state dict travels: BatchNorm's scale, shift and running statistics are rewound with the
+weights, kept with them, and drawn afresh by a reinit control, but never pruned.
+
 Everything random is derived from (seed, purpose, round), and the checkpoint holds masks, the weights
 the next round scores, the rewind point and the history (theta_0 is rebuilt from the seed), so a
 trial restored from the checkpoint of round k continues from exactly the state an uninterrupted one
@@ -26,6 +35,7 @@ from typing import Any
 
 import torch
 
+from lth_ray.lottery import augment
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.fit import fit
 from lth_ray.lottery.models import build_model, weight_layers
@@ -43,7 +53,13 @@ from lth_ray.lottery.pruning import (
     schedule_remaining,
     sparsity_report,
 )
-from lth_ray.lottery.schedule import parse_rewind, round_steps, schedule_problem
+from lth_ray.lottery.schedule import (
+    learning_rates,
+    parse_rewind,
+    round_start,
+    round_steps,
+    schedule_problem,
+)
 from lth_ray.lottery.train import (
     StateDict,
     StepFactory,
@@ -123,6 +139,10 @@ class LotteryTrial:
         if problem:
             raise ValueError(f"{problem[0]}: {problem[1]}")
         self.state = TrialState(masks={k: v.cpu() for k, v in dense_masks(self.model).items()})
+        # the weights the last pruning removed weights from (lr_rewind and finetune retrain them;
+        # a ticket publishes them to its controls); a control's copy of its ticket's
+        self.pruned_from: StateDict | None = None
+        self.kept: StateDict | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
@@ -203,6 +223,8 @@ class LotteryTrial:
             else:
                 s.masks, pruned = new_masks
 
+        self.pruned_from = s.score_final if r > 0 else None
+        self.kept = None
         steps = round_steps(self.cfg, r, len(self.data.train_x))
         ticket = self._train_branch(r, "ticket", steps)
         reported = ticket
@@ -237,12 +259,26 @@ class LotteryTrial:
         ticket = dataclasses.replace(trunk, rewind=own)
         return self._finish_round(0, ticket, ticket, False, 0, None)
 
-    def run_control_round(self, masks: Masks, ticket_record: dict[str, Any]) -> dict[str, Any]:
+    def run_control_round(
+        self,
+        masks: Masks,
+        ticket_record: dict[str, Any],
+        kept: StateDict | None = None,
+    ) -> dict[str, Any]:
         """A control's level from its ticket's mask at that level (the ticket trained elsewhere):
-        the same record as a control trial that trains the ticket itself."""
+        the same record as a control trial that trains the ticket itself. Under lr_rewind and
+        finetune the ticket's start weights are the ones it pruned (`kept`, the ticket's
+        `pruned_from`); iterative pruning needs them from the ticket."""
         s, r = self.state, self.state.rounds_done
         if self.cfg.prune.control == "none" or r == 0:
             raise ValueError("run_control_round is for the pruned rounds of a control trial")
+        p = self.cfg.prune
+        if p.retrain_mode != "weight_rewind" and p.schedule == "iterative" and kept is None:
+            raise ValueError(
+                f"a control under prune.retrain_mode {p.retrain_mode!r} needs the weights its"
+                " ticket pruned at this level"
+            )
+        self.kept = None if kept is None else {k: v.cpu() for k, v in kept.items()}
         s.masks = {k: v.cpu() for k, v in masks.items()}
         steps = round_steps(self.cfg, r, len(self.data.train_x))
         reported = self._train_branch(r, self.cfg.prune.control, steps)
@@ -329,6 +365,8 @@ class LotteryTrial:
             return build_model(
                 self.cfg.model, self.data.input_shape, self.data.num_classes, seed
             ).state_dict()
+        if r > 0 and self.cfg.prune.retrain_mode != "weight_rewind":
+            return self.kept if self.kept is not None else self.state.score_final
         if r > 0 and self.rewind_point is not None:
             return self.state.rewind
         return self.theta0
@@ -349,6 +387,12 @@ class LotteryTrial:
         masks = {k: v.to(self.device) for k, v in self._branch_masks(r, branch).items()}
         apply_masks(self.model, masks)
         seed, *rest = self._draw(r, branch)
+        n_train = len(self.data.train_x)
+        kinds = list(self.cfg.dataset.augment)
+
+        def draws(epoch: int) -> augment.Draws:
+            return augment.draw(kinds, n_train, generator(seed, "augment", *rest, epoch))
+
         return fit(
             self.model,
             masks,
@@ -360,6 +404,9 @@ class LotteryTrial:
             if rewind_at is not None
             else (self.rewind_point if r == 0 else None),
             step_factory=self.step_factory,
+            start=round_start(self.cfg, r, n_train),
+            lrs=torch.tensor(learning_rates(self.cfg, r, n_train), dtype=torch.float32),
+            augment=draws if kinds else None,
         )
 
     def _test(self, weights: StateDict) -> tuple[float, float]:

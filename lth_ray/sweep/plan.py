@@ -85,6 +85,10 @@ class Plan:
     shared: bool
     unshared_epochs: float  # what the same trials cost when each computes everything itself
     trials: int = 0
+    images_per_epoch: int | None = None  # the training set's size, when every trial fixes the same
+
+    def images(self, epochs: float) -> float | None:
+        return None if self.images_per_epoch is None else epochs * self.images_per_epoch
 
     @property
     def epochs(self) -> float:
@@ -97,9 +101,16 @@ class Plan:
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in self.counts().items())
         mode = "shared" if self.shared else "not shared (--no-share)"
+        images = self.images(self.epochs)
+        seen = (
+            ""
+            if images is None
+            else f"; planned images: {images:,.0f} (without sharing:"
+            f" {self.images(self.unshared_epochs):,.0f})"
+        )
         return (
             f"planned epochs: {self.epochs:,.0f} (without sharing: {self.unshared_epochs:,.0f})"
-            f"; units: {kinds}; work {mode}"
+            f"{seen}; units: {kinds}; work {mode}"
         )
 
 
@@ -123,6 +134,13 @@ def _ticket_of(t: TrialConfig) -> TrialConfig:
 
 
 def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
+    plan = _build_plan(trials, share)
+    sizes = {train_size(t.dataset) for t in trials}
+    size = sizes.pop() if len(sizes) == 1 else None
+    return dataclasses.replace(plan, images_per_epoch=size)
+
+
+def _build_plan(trials: list[TrialConfig], share: bool) -> Plan:
     unshared = 0.0
     for t in trials:
         first, later = round_epochs(t)

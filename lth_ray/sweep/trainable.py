@@ -106,6 +106,7 @@ def publish_level(store: SweepStore, key: str, trial: LotteryTrial) -> None:
         {
             "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
             "record": trial.state.history[-1],
+            "kept": trial.pruned_from if trial.cfg.prune.retrain_mode != "weight_rewind" else None,
         },
     )
 
@@ -123,7 +124,7 @@ def next_round(trial: LotteryTrial, unit: Unit, store: SweepStore | None) -> dic
         level = store.load_level(unit.masks_from, r)
         if level is None:
             raise RuntimeError(f"ticket {unit.masks_from} has no level {r} in storage")
-        return trial.run_control_round(level["masks"], level["record"])
+        return trial.run_control_round(level["masks"], level["record"], level.get("kept"))
     return trial.run_round()
 
 

@@ -1,4 +1,6 @@
-"""Architectures of Frankle & Carbin (2019) and their initialisers, built deterministically from a seed.
+"""Architectures and their initialisers, built deterministically from a seed: Frankle & Carbin's (2019)
+Conv-2/4/6 and LeNet-300-100, and the CIFAR ResNets and VGGs with BatchNorm of Frankle et al. (2020)
+and open_lth (`cifar_resnet`, `cifar_vgg`).
 
 Every builder in `MODELS` takes ``(spec, input_shape, num_classes)`` and returns an ``nn.Module`` whose
 Conv2d/Linear layers are registered in forward order: `weight_layers` relies on that to name the
@@ -14,6 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lth_ray.lottery.models.cifar_resnet import DEPTHS as RESNET_DEPTHS
+from lth_ray.lottery.models.cifar_resnet import CifarResNet
+from lth_ray.lottery.models.cifar_vgg import PLANS as VGG_PLANS
+from lth_ray.lottery.models.cifar_vgg import CifarVGG
 from lth_ray.registry import Registry
 from lth_ray.specs import ModelSpec
 
@@ -41,17 +47,42 @@ def weight_layers(model: nn.Module) -> list[LayerInfo]:
     return layers
 
 
+BIAS_INITS = ("zero", "torch")
+BN_INITS = ("uniform", "fixed")
+
+
 @torch.no_grad()
-def init_weights(model: nn.Module, init: str, generator: torch.Generator) -> None:
-    """(Re)initialise every Conv2d/Linear weight in place from `generator`; biases become zero.
+def init_weights(
+    model: nn.Module,
+    init: str,
+    generator: torch.Generator,
+    bias_init: str = "zero",
+    bn_init: str = "uniform",
+) -> None:
+    """(Re)initialise every Conv2d/Linear weight and BatchNorm scale in place from `generator`.
 
     Values are drawn on the generator's device in float32 and copied, so a model initialised on the
     CPU and one already moved to a GPU get the same numbers. Kaiming variants use the ReLU gain and
     fan_in (He et al.); glorot_normal is the untruncated normal with std sqrt(2 / (fan_in + fan_out)).
+    Biases become zero (`bias_init: zero`) or keep the value the layer's constructor drew (`torch`,
+    seeded by `build_model`). BatchNorm layers, in module order among the weight layers, get a scale
+    from U(0, 1) (`bn_init: uniform`, open_lth's default) or 1 (`fixed`) and a zero shift; their
+    running statistics start at mean 0, variance 1.
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r} (known: {', '.join(INITS)})")
-    for layer in weight_layers(model):
+    if bias_init not in BIAS_INITS:
+        raise ValueError(f"unknown bias_init {bias_init!r} (known: {', '.join(BIAS_INITS)})")
+    if bn_init not in BN_INITS:
+        raise ValueError(f"unknown bn_init {bn_init!r} (known: {', '.join(BN_INITS)})")
+    layers = {id(li.module): li for li in weight_layers(model)}
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            _init_batchnorm(module, bn_init, generator)
+            continue
+        layer = layers.get(id(module))
+        if layer is None:
+            continue
         weight = layer.module.weight
         draw = torch.empty(weight.shape, dtype=torch.float32, device=generator.device)
         if init == "glorot_uniform":
@@ -63,8 +94,20 @@ def init_weights(model: nn.Module, init: str, generator: torch.Generator) -> Non
         else:
             nn.init.kaiming_uniform_(draw, mode="fan_in", nonlinearity="relu", generator=generator)
         weight.copy_(draw)
-        if layer.module.bias is not None:
+        if layer.module.bias is not None and bias_init == "zero":
             layer.module.bias.zero_()
+
+
+def _init_batchnorm(bn: nn.modules.batchnorm._BatchNorm, bn_init: str, g: torch.Generator) -> None:
+    if bn.affine:
+        if bn_init == "uniform":
+            scale = torch.rand(bn.weight.shape, generator=g, device=g.device)
+            bn.weight.copy_(scale)
+        else:
+            bn.weight.fill_(1.0)
+        bn.bias.zero_()
+    if bn.track_running_stats:
+        bn.reset_running_stats()
 
 
 def build_model(
@@ -86,7 +129,7 @@ def build_model(
         torch.random.default_generator.manual_seed(seed)
         model = builder(spec, shape, num_classes)  # type: ignore[arg-type]
     generator = torch.Generator().manual_seed(seed)
-    init_weights(model, spec.init, generator)
+    init_weights(model, spec.init, generator, spec.bias_init, spec.bn_init)
     return model
 
 
@@ -176,3 +219,24 @@ MODELS.register("conv6")(_conv_builder([[64, 64], [128, 128], [256, 256]]))
 @MODELS.register("lenet300_100")
 def lenet300_100(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return MLP(input_shape, [scaled(300, spec.width), scaled(100, spec.width)], num_classes)
+
+
+def _resnet_builder(depth: int) -> Builder:
+    def build(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return CifarResNet(input_shape[0], depth, scaled(16, spec.width), num_classes)
+
+    return build
+
+
+def _vgg_builder(depth: int) -> Builder:
+    def build(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        plan = [e if e == "M" else scaled(int(e), spec.width) for e in VGG_PLANS[depth]]
+        return CifarVGG(input_shape, plan, num_classes)
+
+    return build
+
+
+for _depth in RESNET_DEPTHS:
+    MODELS.register(f"cifar_resnet_{_depth}")(_resnet_builder(_depth))
+for _depth in VGG_PLANS:
+    MODELS.register(f"cifar_vgg_{_depth}")(_vgg_builder(_depth))

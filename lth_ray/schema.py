@@ -104,3 +104,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
     elif "://" not in uri:
         uri = str(Path(uri).resolve())
     return uri
+
+
+# An instability pair's child run (role "instability"): where it branched from, and what it found.
+ROLE_INSTABILITY = "instability"
+TAG_LMC_K = "lth_ray.instability.k"  # the rewind point k the copies branched from ('500it')
+TAG_LMC_LEVEL = "lth_ray.instability.level"  # 0 = dense, r = the ticket's level-r mask
+TAG_LMC_PAIR = "lth_ray.instability.pair"  # which noise pair of (seed, k, level)
+TAG_LMC_TICKET = "lth_ray.instability.ticket"  # the ticket whose mask it used (level > 0)
+TAG_LMC_BATCHNORM = "lth_ray.instability.batchnorm"  # recompute | interpolate | none (no BN)
+LMC_METRICS = ("instability_test", "instability_train")  # max along the path - mean of the ends
+LMC_PATH = "error_path_{split}"  # the error at each alpha (step = alpha index)

@@ -216,6 +216,37 @@ class TuneSpec:
         3, "retries of a trial that dies (it resumes from its last finished round)"
     )
     reuse_actors: bool = doc(True, "reuse Ray actors between trials (much faster for small trials)")
+    level_wait_s: float = doc(
+        30.0,
+        "seconds a control that caught up with its ticket waits for the next level before it"
+        " gives its slot back (the searcher starts it again once the level exists)",
+    )
+
+
+@dataclass
+class InstabilitySpec:
+    at: list[str] = doc(
+        [], "rewind points k (step strings, '0it', '500it', '1ep'); none: no instability analysis"
+    )
+    levels: list[int] = doc([0], "0 = the dense net; r = the ticket's level-r mask applied to W_k")
+    pairs: int = doc(1, "noise pairs (two copies each) per (seed, k, level)")
+    points: int = doc(30, "evenly spaced alphas in [0, 1] on the linear path between the copies")
+    threshold: float = doc(
+        0.02, "stable when the instability is below this (errors are fractions: 0.02 = 2 points)"
+    )
+    batchnorm: Literal["recompute", "interpolate"] = doc(
+        "recompute",
+        "BatchNorm statistics along the path: recomputed on fixed training batches at each alpha,"
+        " or interpolated with the parameters",
+    )
+    train_subset: int = doc(
+        10000, "the first n training examples the training error is measured on"
+    )
+
+
+@dataclass
+class AnalysisSpec:
+    instability: InstabilitySpec = field(default_factory=InstabilitySpec)
 
 
 @dataclass
@@ -241,6 +272,7 @@ class AblationSpec:
     controls: ControlsSpec = field(default_factory=ControlsSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tune: TuneSpec = field(default_factory=TuneSpec)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     def base_trial(self) -> TrialConfig:
         return TrialConfig(

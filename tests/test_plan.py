@@ -28,7 +28,9 @@ def test_criteria_conv4_plan_shares_round_zero_and_tickets():
     assert plan.counts() == {"trunk": 5, "ticket": 40, "one_shot": 40, "control": 40}
     units = {u.id: u for u in plan.units}
     control = next(u for u in plan.units if u.kind == "control")
-    trunk, ticket = control.deps
+    (trunk,) = control.deps
+    ((ticket, level),) = control.level_deps  # streams behind its ticket from level 1
+    assert level == 1
     assert units[trunk].kind == "trunk" and units[ticket].kind == "ticket"
     assert units[ticket].trial["prune"]["criterion"] == control.trial["prune"]["criterion"]
     assert control.masks_from == ticket
@@ -37,6 +39,56 @@ def test_criteria_conv4_plan_shares_round_zero_and_tickets():
     )
     assert unshared.epochs == unshared.unshared_epochs == 63_120
     assert all(not u.deps for u in unshared.units)
+
+
+def test_a_control_adds_one_level_to_the_critical_path_not_r():
+    trials = expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml"))
+    plan = build_plan(trials)
+    assert plan.critical_path == 26 + 15 * 25 + 25  # trunk, the ticket's 15 levels, one more
+    times = plan.level_finish()
+    control = next(u for u in plan.units if u.kind == "control")
+    ticket = control.level_deps[0][0]
+    assert times[control.id][1:] == [t + 25 for t in times[ticket][1:]]  # one level behind
+    assert "critical path: 426 epochs" in plan.summary()
+    unshared = build_plan(trials, share=False)
+    assert unshared.critical_path == 26 + 2 * 15 * 25  # the slowest self-contained trial
+    # a control may stop to wait before each of its levels: Tune gets enough trials for that
+    assert plan.tune_samples == len(plan.units) + 40 * 15
+
+
+def test_a_streaming_unit_yields_and_is_released_when_its_next_level_exists():
+    from lth_ray.sweep.plan import Plan
+    from lth_ray.sweep.progress import UNIT_WAITING_KEY
+
+    units = [
+        Unit("trunk", "trunk", {}),
+        Unit("ticket", "ticket", {}, ("trunk",), levels=3),
+        Unit("control", "control", {}, ("trunk",), level_deps=(("ticket", 1),), levels=3),
+    ]
+    settings = SweepSettings(ctx={}, threads=1, root="unused", shared=True)
+    s = PlanSearcher(Plan(units, True, 0.0), settings)
+    s.suggest("t1")
+    s.on_trial_complete("t1")
+    assert s.suggest("t2")["unit"]["id"] == "ticket"
+    assert s.suggest("t3") is None  # the control waits for level 1
+    s.on_trial_result("t2", {"rounds_done": 1})  # round 0 only
+    assert s.suggest("t3") is None
+    s.on_trial_result("t2", {"rounds_done": 2})  # level 1 published
+    first = s.suggest("t3")
+    assert first["unit"]["id"] == "control" and first["part"] == 0
+    s.on_trial_result("t3", {"rounds_done": 2})
+    s.on_trial_complete("t3", {UNIT_WAITING_KEY: 2})  # caught up: gives its slot back
+    assert s.suggest("t4") is None
+    state = json.loads(json.dumps(s.get_state()))  # waiting survives a driver restart as JSON
+    again = PlanSearcher(Plan(units, True, 0.0), settings)
+    again.set_state(state)
+    for searcher in (s, again):
+        searcher.on_trial_result("t2", {"rounds_done": 3})
+        second = searcher.suggest("t5")
+        assert second["unit"]["id"] == "control" and second["part"] == 1
+    s.on_trial_complete("t2", error=True)  # the ticket failed for good
+    s.on_trial_complete("t5", {UNIT_WAITING_KEY: 3})
+    assert s.suggest("t6") == Searcher.FINISHED  # its control is never started again
 
 
 def test_a_trunk_captures_every_rewind_point_of_its_trials():

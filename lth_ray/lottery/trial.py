@@ -28,6 +28,7 @@ import torch
 
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.fit import fit
+from lth_ray.lottery.instability import PairResult, analyse_pair
 from lth_ray.lottery.models import build_model, weight_layers
 from lth_ray.lottery.pruning import (
     CRITERIA,
@@ -43,7 +44,13 @@ from lth_ray.lottery.pruning import (
     schedule_remaining,
     sparsity_report,
 )
-from lth_ray.lottery.schedule import parse_rewind, round_steps, schedule_problem
+from lth_ray.lottery.schedule import (
+    branch_steps,
+    parse_rewind,
+    parse_steps,
+    round_steps,
+    schedule_problem,
+)
 from lth_ray.lottery.train import (
     StateDict,
     StepFactory,
@@ -253,6 +260,40 @@ class LotteryTrial:
             bool(ticket_record["skipped"]),
             int(ticket_record["pruned"]),
             ticket_record["test_acc"],
+        )
+
+    def instability_pair(
+        self,
+        w_k: StateDict,
+        masks: Masks,
+        k: str,
+        level: int,
+        pair: int,
+        points: int = 30,
+        train_subset: int = 10_000,
+        batchnorm: str = "recompute",
+    ) -> PairResult:
+        """One noise pair of the instability analysis: two copies from masks * W_k to the end of
+        the round (T - k steps), their data order from two noise seeds of their own (derived from
+        (seed, k, level, pair, copy), apart from every draw of the trial), and the error along the
+        path between them. The trial's state is untouched."""
+        steps = branch_steps(self.cfg, level, parse_steps(k), len(self.data.train_x))
+        noise = (
+            derive_seed(self.cfg.seed, "instability", k, level, pair, 1),
+            derive_seed(self.cfg.seed, "instability", k, level, pair, 2),
+        )
+        start = {n: v.to(self.device) for n, v in w_k.items()}
+        return analyse_pair(
+            self.model,
+            start,
+            masks,
+            self.data,
+            self.cfg.train,
+            steps,
+            noise,
+            points,
+            train_subset,
+            batchnorm,
         )
 
     def _finish_round(

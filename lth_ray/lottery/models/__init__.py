@@ -176,3 +176,9 @@ MODELS.register("conv6")(_conv_builder([[64, 64], [128, 128], [256, 256]]))
 @MODELS.register("lenet300_100")
 def lenet300_100(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return MLP(input_shape, [scaled(300, spec.width), scaled(100, spec.width)], num_classes)
+
+
+@MODELS.register("logreg")
+def logreg(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression on the flattened image: a convex toy (one linear layer)."""
+    return MLP(input_shape, [], num_classes)

@@ -150,7 +150,7 @@ def _per_round(client: MlflowClient, experiment: str, sweep_id: str) -> dict[str
     return out
 
 
-def _both_ways(args: list[str], workdir: Path, experiment: str) -> None:  # noqa: F811
+def _both_ways(args: list[str], workdir: Path, experiment: str, trials: int = 3) -> None:  # noqa: F811
     assert sweep.main([*args, "--sweep-id", "shared", "--no-report"]) == 0
     assert sweep.main([*args, "--sweep-id", "alone", "--no-share", "--no-report"]) == 0
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
@@ -158,7 +158,7 @@ def _both_ways(args: list[str], workdir: Path, experiment: str) -> None:  # noqa
         _per_round(client, experiment, "shared"),
         _per_round(client, experiment, "alone"),
     )
-    assert set(shared) == set(alone) and len(shared) >= 3
+    assert set(shared) == set(alone) and len(shared) >= trials
     for key in alone:
         assert shared[key] == alone[key], key  # bit-identical, metric by metric, round by round
     _, kids = children(client, experiment)
@@ -205,3 +205,82 @@ def test_a_killed_trunk_is_retried_before_its_trials_start(workdir, monkeypatch)
         assert run.info.status == "FINISHED"
         steps = sorted(int(m.step) for m in client.get_metric_history(run.info.run_id, "test_acc"))
         assert steps == [0, 1]
+
+
+def test_instability_pairs_branch_from_the_trunk_and_the_tickets_levels():
+    spec = load_ablation(ROOT / "ablations" / "instability_fashion_lenet.yaml")
+    plan = build_plan(expand_trials(spec), instability=spec.analysis.instability)
+    pairs = [u for u in plan.units if u.kind == "instability"]
+    assert len(pairs) == 5 * 4 * 4  # seeds x k x levels, one pair each
+    units = {u.id: u for u in plan.units}
+    trunks = [u for u in plan.units if u.kind == "trunk"]
+    assert all(u.rewinds == ((0, "it"), (100, "it"), (500, "it"), (2000, "it")) for u in trunks)
+    for u in pairs:
+        (trunk,) = u.deps
+        assert units[trunk].kind == "trunk"
+        if u.analysis["level"] == 0:
+            assert not u.level_deps  # the dense net: W_k alone, nothing else waited for
+        else:
+            ((ticket, level),) = u.level_deps
+            assert level == u.analysis["level"] and units[ticket].publish_masks
+    # 3 epochs = 2,751 iterations per round (55,000 / 60 per epoch, rounded up): T - k each copy
+    k0 = next(u for u in pairs if u.analysis["k"] == "0it")
+    k2000 = next(u for u in pairs if u.analysis["k"] == "2000it")
+    assert k0.epochs == 6 and k2000.epochs == pytest.approx(2 * (3 - 2000 / 917))
+    assert plan.critical_path == 3 + 9 * 3 + 6  # the last level, then its pair at k = 0
+    alone = build_plan(expand_trials(spec), share=False, instability=spec.analysis.instability)
+    assert alone.epochs == pytest.approx(alone.unshared_epochs)  # float sums in another order
+    assert alone.unshared_epochs == plan.unshared_epochs > plan.epochs
+    assert all(not u.deps and not u.level_deps for u in alone.units)
+
+
+def _pairs(client: MlflowClient, experiment: str, sweep_id: str) -> dict[str, dict]:
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_INSTABILITY}'"
+        f" and tags.`{schema.TAG_SWEEP}` = '{sweep_id}'",
+    )
+    out = {}
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        path = client.get_metric_history(run.info.run_id, "error_path_test")
+        out[run.data.tags[schema.TAG_TRIAL]] = {
+            "metrics": run.data.metrics,
+            "path": sorted((m.step, m.value) for m in path),
+            "tags": {k: v for k, v in run.data.tags.items() if k.startswith("lth_ray.instab")},
+        }
+    return out
+
+
+def test_streaming_controls_and_instability_pairs_change_no_number(workdir, monkeypatch):  # noqa: F811
+    lmc = "{at: [0it, 20it], levels: [0, 2], points: 5, train_subset: 300}"
+    args = [str(SMOKE), "--num-cpus", "2", "--set", "grid={seed: [0]}"]
+    args += ["--set", "prune.rounds=2", "--set", "tune.level_wait_s=0"]
+    args += ["--set", f"analysis.instability={lmc}"]
+    # the ticket dies before its level 2 (in the first, shared sweep): its control, caught up,
+    # gives its slot back and is started again once the retried ticket publishes that level
+    monkeypatch.setenv("LTH_RAY_FAULT", "magnitude-s0@2")
+    monkeypatch.setenv("LTH_RAY_FAULT_MARKER", str(workdir / "fault-happened"))
+    _both_ways(args, workdir, "smoke", trials=2)  # a ticket and its streaming control
+    assert (workdir / "fault-happened").exists()
+    parts = list((workdir / "ray_results" / "smoke" / "shared").glob("magnitude-s0-reinit~part*"))
+    assert parts, "the control never waited for its ticket"
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    shared, alone = _pairs(client, "smoke", "shared"), _pairs(client, "smoke", "alone")
+    assert len(shared) == 4 and shared.keys() == alone.keys()
+    for key, pair in shared.items():
+        assert pair == alone[key], key  # bit-identical: metrics, the path, the tags
+        assert [s for s, _ in pair["path"]] == list(range(5))
+        m = pair["metrics"]
+        assert (
+            m["error_w2_test"] == pair["path"][0][1] and m["error_w1_test"] == pair["path"][-1][1]
+        )
+        assert (
+            m["instability_test"]
+            == max(v for _, v in pair["path"]) - (m["error_w1_test"] + m["error_w2_test"]) / 2
+        )
+        assert pair["tags"]["lth_ray.instability.batchnorm"] == "none"
+    parents, _ = children(client, "smoke")
+    tags = next(p for p in parents if p.data.tags[schema.TAG_SWEEP] == "shared").data.tags
+    assert float(tags[f"{schema.TAG_PLAN}.critical_path_epochs"]) > 0

@@ -49,7 +49,8 @@ def test_a_control_adds_one_level_to_the_critical_path_not_r():
     control = next(u for u in plan.units if u.kind == "control")
     ticket = control.level_deps[0][0]
     assert times[control.id][1:] == [t + 25 for t in times[ticket][1:]]  # one level behind
-    assert "critical path: 426 epochs" in plan.summary()
+    assert plan.critical_path_whole == 26 + 2 * 15 * 25  # a control after its whole ticket
+    assert "critical path: 426 epochs (waiting for whole tickets: 776)" in plan.summary()
     unshared = build_plan(trials, share=False)
     assert unshared.critical_path == 26 + 2 * 15 * 25  # the slowest self-contained trial
     # a control may stop to wait before each of its levels: Tune gets enough trials for that

@@ -310,6 +310,9 @@ def run_sweep(args: argparse.Namespace) -> int:
                 f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
                 f"{schema.TAG_PLAN}.critical_path_epochs": f"{plan.critical_path:.0f}",
+                f"{schema.TAG_PLAN}.critical_path_epochs_whole_tickets": (
+                    f"{plan.critical_path_whole:.0f}"
+                ),
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
                 schema.TAG_COMMAND: " ".join(["python -m lth_ray.sweep", *sys.argv[1:]])[:5000],
             }

@@ -102,11 +102,16 @@ class Plan:
     def epochs(self) -> float:
         return sum(u.epochs for u in self.units)
 
-    def level_finish(self) -> dict[str, list[float]]:
+    def level_finish(self, streaming: bool = True) -> dict[str, list[float]]:
         """Each unit's finish time (in epochs, with a slot for every unit) after its start and
-        after each of its levels: [start-done, level 1, ..., level R]; a trunk: [round 0]."""
+        after each of its levels: [start-done, level 1, ..., level R]; a trunk: [round 0].
+        `streaming=False`: as if a unit waited for the whole of every unit whose levels it needs."""
         units = {u.id: u for u in self.units}
         done: dict[str, list[float]] = {}
+
+        def at(src: str, level: int) -> float:
+            times = finish(src)
+            return times[min(level, len(times) - 1)] if streaming else times[-1]
 
         def finish(uid: str) -> list[float]:
             if uid in done:
@@ -114,14 +119,13 @@ class Plan:
             u = units[uid]
             start = max([finish(d)[-1] for d in u.deps], default=0.0)
             if not u.levels:  # waits for the levels it needs, then runs
-                levels = [finish(s)[min(r, len(finish(s)) - 1)] for s, r in u.level_deps]
-                start = max([start, *levels])
+                start = max([start, *(at(src, r) for src, r in u.level_deps)])
                 done[uid] = [start + u.epochs]
                 return done[uid]
             per_level = u.epochs / u.levels
             times = [start]
             for r in range(1, u.levels + 1):
-                ready = [finish(src)[min(r, len(finish(src)) - 1)] for src, _ in u.level_deps]
+                ready = [at(src, r) for src, _ in u.level_deps]
                 times.append(max([times[-1], *ready]) + per_level)
             done[uid] = times
             return times
@@ -135,6 +139,11 @@ class Plan:
         """The sweep's shortest wall time in epochs with a slot for every unit: its longest chain
         of dependent work (a streaming control adds one level to its ticket, not R)."""
         return max((t[-1] for t in self.level_finish().values()), default=0.0)
+
+    @property
+    def critical_path_whole(self) -> float:
+        """The same with every unit waiting for the whole of the units whose levels it needs."""
+        return max((t[-1] for t in self.level_finish(streaming=False).values()), default=0.0)
 
     @property
     def tune_samples(self) -> int:
@@ -151,6 +160,7 @@ class Plan:
         return (
             f"planned epochs: {self.epochs:,.0f} (without sharing: {self.unshared_epochs:,.0f})"
             f"; critical path: {self.critical_path:,.0f} epochs"
+            f" (waiting for whole tickets: {self.critical_path_whole:,.0f})"
             f"; units: {kinds}; work {mode}"
         )
 

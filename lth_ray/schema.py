@@ -26,6 +26,7 @@ TAG_STEPS_UNIT = (
 )
 TAG_ROUND0_UNIT = "lth_ray.round0_unit"  # the shared trunk unit round 0 was computed by
 TAG_MASKS_FROM = "lth_ray.masks_from"  # a control's ticket, whose per-level masks it trained from
+TAG_LEVEL1_FROM = "lth_ray.level1_from"  # a one-shot baseline: the ticket whose level 1 it reused
 TAG_COMMAND = "lth_ray.command"  # on the parent run: the sweep's command line
 TAG_PLAN = "lth_ray.plan"  # on the parent run: the plan's size (units by kind, planned epochs)
 MLFLOW_PARENT = "mlflow.parentRunId"

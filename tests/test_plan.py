@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from ray.tune.search import Searcher
@@ -34,6 +35,11 @@ def test_criteria_conv4_plan_shares_round_zero_and_tickets():
     assert units[trunk].kind == "trunk" and units[ticket].kind == "ticket"
     assert units[ticket].trial["prune"]["criterion"] == control.trial["prune"]["criterion"]
     assert control.masks_from == ticket
+    one_shot = next(u for u in plan.units if u.kind == "one_shot")
+    assert units[one_shot.level1_from].kind == "ticket" and one_shot.level_deps == (
+        (one_shot.level1_from, 1),
+    )  # its level 1 is the ticket's: computed once
+    assert one_shot.epochs == 14 * 25 and units[one_shot.level1_from].publish_masks
     unshared = build_plan(
         expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml")), share=False
     )
@@ -285,3 +291,14 @@ def test_streaming_controls_and_instability_pairs_change_no_number(workdir, monk
     parents, _ = children(client, "smoke")
     tags = next(p for p in parents if p.data.tags[schema.TAG_SWEEP] == "shared").data.tags
     assert float(tags[f"{schema.TAG_PLAN}.critical_path_epochs"]) > 0
+    from lth_ray.report import build_report
+
+    report = build_report(
+        f"sqlite:///{workdir / 'mlflow.db'}", "smoke", "shared", out_dir=workdir / "report"
+    )
+    text = (workdir / "report" / "summary.md").read_text()
+    assert "## Instability analysis" in text and "no interval (one seed)" in text
+    assert (workdir / "report" / "instability_vs_k_test.png").exists()
+    table = pd.read_csv(workdir / "report" / "instability.csv")
+    assert len(table) == 2 * 2 * 2  # (level, k) x split
+    assert any(line.startswith("dense") for line in report.verdict)

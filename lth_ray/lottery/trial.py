@@ -262,6 +262,27 @@ class LotteryTrial:
             ticket_record["test_acc"],
         )
 
+    def adopt_level(
+        self,
+        masks: Masks,
+        record: dict[str, Any],
+        curve: list[dict[str, float]],
+        final: StateDict,
+    ) -> dict[str, Any]:
+        """A one-shot trial's level 1 from its iterative ticket's (trained elsewhere): pruning the
+        dense net once to level 1 is the ticket's first prune (the same scores, count and draw), and
+        the retraining is the same, so the record, curve and weights are the ticket's."""
+        s = self.state
+        if self.cfg.prune.schedule != "one_shot" or s.rounds_done != 1:
+            raise ValueError("adopt_level is a one-shot trial's level 1")
+        s.masks = {k: v.cpu() for k, v in masks.items()}
+        s.last_final = _cpu(final)
+        record = dict(record)
+        s.history.append(record)
+        s.curves.append([dict(e) for e in curve])
+        s.rounds_done = 2
+        return record
+
     def instability_pair(
         self,
         w_k: StateDict,

@@ -130,7 +130,6 @@ def build_report(
     lmc = _instability(tracking_uri, data)
     if lmc is not None:
         figures.update(lmc.figures)
-        lines = [*lines, *lmc.lines]
     for name, fig in figures.items():
         files += save_figure(fig, out, name)
     meta = {
@@ -151,6 +150,8 @@ def build_report(
     files.append(md)
     for w in warnings:
         log.warning(w)
+    if lmc is not None:  # its own section of summary.md; beside the trials' verdict here
+        lines = [*lines, *lmc.lines]
     return Report(
         out, files, trials, summary, warnings, levels, figures, comparisons, lines, curves, analysis
     )

@@ -48,6 +48,7 @@ class Unit:
     shared_by: int = 0  # a trunk: how many trials start from it
     level_deps: tuple[tuple[str, int], ...] = ()  # (unit, level): levels that must exist first
     levels: int = 0  # a shared trial unit: the levels (rounds 1..R) its epochs are spread over
+    level1_from: str | None = None  # a one-shot baseline: the ticket whose level 1 it is
     analysis: dict[str, Any] = dataclasses.field(default_factory=dict)  # an instability pair's k,
     # level, pair, and the analysis settings (specs.InstabilitySpec)
 
@@ -122,6 +123,12 @@ class Plan:
                 start = max([start, *(at(src, r) for src, r in u.level_deps)])
                 done[uid] = [start + u.epochs]
                 return done[uid]
+            if u.level1_from:  # level 1 is the ticket's: no work of its own, then the rest
+                times = [start, max(start, at(u.level1_from, 1))]
+                per_level = u.epochs / max(u.levels - 1, 1)
+                times += [times[-1] + per_level * r for r in range(1, u.levels)]
+                done[uid] = times
+                return times
             per_level = u.epochs / u.levels
             times = [start]
             for r in range(1, u.levels + 1):
@@ -148,7 +155,7 @@ class Plan:
     @property
     def tune_samples(self) -> int:
         """Tune trials the plan may need: a streaming unit may stop to wait before each level."""
-        return sum(1 + (u.levels if u.level_deps else 0) for u in self.units)
+        return sum(1 + (u.levels if u.masks_from and u.level_deps else 0) for u in self.units)
 
     def counts(self) -> dict[str, int]:
         c = Counter(u.kind for u in self.units)
@@ -181,6 +188,12 @@ def trunk_key(t: TrialConfig) -> str:
 def _ticket_of(t: TrialConfig) -> TrialConfig:
     ticket = copy.deepcopy(t)
     ticket.prune.control, ticket.prune.control_index = "none", 0  # type: ignore[assignment]
+    return ticket
+
+
+def _iterative_of(t: TrialConfig) -> TrialConfig:
+    ticket = copy.deepcopy(t)
+    ticket.prune.schedule = "iterative"  # type: ignore[assignment]
     return ticket
 
 
@@ -304,6 +317,13 @@ def _trial_plan(trials: list[TrialConfig], share: bool, extra_rewinds: list[str]
                 epochs = t.prune.rounds * later * 2
         else:
             epochs = t.prune.rounds * later
+        level1_from = None
+        if arm_kind(t) == "one_shot" and t.prune.rounds:
+            # level 1 of one-shot pruning is level 1 of the iterative ticket (the same scores of the
+            # dense net, the same count, the same retraining): taken from the ticket, not retrained
+            level1_from = keys.get(identity(_iterative_of(t)))
+            if level1_from is not None:
+                level_deps, epochs = ((level1_from, 1),), epochs - later
         units.append(
             Unit(
                 t.key,
@@ -315,6 +335,7 @@ def _trial_plan(trials: list[TrialConfig], share: bool, extra_rewinds: list[str]
                 trunk=tid,
                 masks_from=masks_from,
                 levels=t.prune.rounds,
+                level1_from=level1_from,
             )
         )
     return Plan(units, True, unshared, len(trials))

@@ -165,15 +165,16 @@ def instability_unit(unit: Unit, settings: SweepSettings) -> None:
 
 
 def publish_level(store: SweepStore, key: str, trial: LotteryTrial) -> None:
-    """A ticket's mask and record at its newest level, for the controls that train from it."""
-    store.save_level(
-        key,
-        trial.state.rounds_done - 1,
-        {
-            "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
-            "record": trial.state.history[-1],
-        },
-    )
+    """A ticket's mask and record at its newest level, for the controls and pairs that branch from
+    it; at level 1 also its curve and final weights, which are the one-shot baseline's level 1."""
+    level = trial.state.rounds_done - 1
+    data: dict[str, Any] = {
+        "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
+        "record": trial.state.history[-1],
+    }
+    if level == 1:
+        data["curve"], data["final"] = trial.state.curves[-1], trial.state.last_final
+    store.save_level(key, level, data)
 
 
 def level_ready(store: SweepStore, unit: Unit, r: int, wait_s: float) -> bool:
@@ -195,6 +196,11 @@ def next_round(trial: LotteryTrial, unit: Unit, store: SweepStore | None) -> dic
         if trunk is None:
             raise RuntimeError(f"trunk {unit.trunk} is not in the sweep's storage")
         return trial.start_from_trunk(trunk)
+    if store is not None and r == 1 and unit.level1_from:
+        level = store.load_level(unit.level1_from, 1)
+        if level is None or "final" not in level:
+            raise RuntimeError(f"ticket {unit.level1_from} has no level 1 in storage")
+        return trial.adopt_level(level["masks"], level["record"], level["curve"], level["final"])
     if store is not None and r > 0 and unit.masks_from:
         level = store.load_level(unit.masks_from, r)
         if level is None:
@@ -279,6 +285,8 @@ def lottery_trainable(config: dict[str, Any]) -> None:
                 run.set_tags({schema.TAG_ROUND0_UNIT: unit.trunk})
             if record["round"] == 1 and unit.masks_from and shared is not None:
                 run.set_tags({schema.TAG_MASKS_FROM: unit.masks_from})
+            if record["round"] == 1 and unit.level1_from and shared is not None:
+                run.set_tags({schema.TAG_LEVEL1_FROM: unit.level1_from})
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
             log_masks(run, trial)

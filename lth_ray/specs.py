@@ -3,7 +3,7 @@
 The bottom layer of the configuration: no imports from the rest of the package, so models, data and
 training can import their specs. Loading, validation and grid expansion live above (`lth_ray.config`).
 An ablation file holds one base trial (``seed``, ``dataset``, ``model``, ``train``, ``prune``) plus the
-sweep's ``grid``, ``baselines``, ``controls``, ``resources`` and ``tune`` sections.
+sweep's ``grid``, ``baselines``, ``controls``, ``resources``, ``tune`` and ``analysis`` sections.
 """
 
 from __future__ import annotations

@@ -772,6 +772,11 @@ ANALYSIS = [
             C("cross-lmc-levels-without-at", edit({f"{LMC}.levels": [0, 2]}), f"{LMC}.at"),
             C("cross-lmc-repeated-at", lmc(at=["20it", "20it"]), f"{LMC}.at"),
             C("cross-lmc-at-beyond-retrain", lmc(at=["2ep"]), f"{LMC}.at[0]"),
+            C(
+                "cross-lmc-levels-without-tickets",
+                edit({f"{LMC}.at": ["0it"], f"{LMC}.levels": [0, 1], "prune.schedule": "one_shot"}),
+                f"{LMC}.levels",
+            ),
         ],
     ),
 ]

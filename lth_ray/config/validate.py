@@ -261,6 +261,13 @@ def _check_instability(spec: AblationSpec, file: str | None) -> None:
             f"expected a level from 0 (dense) to prune.rounds ({rounds}), got {r!r}",
         )
     _check(len(set(a.levels)) == len(a.levels), file, f"{where}.levels", f"repeated in {a.levels}")
+    schedules = {spec.prune.schedule, *spec.grid.get("prune.schedule", [])}
+    _check(
+        max(a.levels) == 0 or "iterative" in schedules,
+        file,
+        f"{where}.levels",
+        "levels past 0 take their masks from iterative tickets, and the sweep has none",
+    )
     _check(a.pairs >= 1, file, f"{where}.pairs", f"expected >= 1, got {a.pairs}")
     _check(a.points >= 2, file, f"{where}.points", f"expected >= 2 (both ends), got {a.points}")
     _check(

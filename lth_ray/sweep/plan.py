@@ -215,8 +215,10 @@ def instability_units(
     settings = dataclasses.asdict(spec)
     settings.pop("at"), settings.pop("levels"), settings.pop("pairs")
     tickets = [t for t in trials if arm_kind(t) == "ticket"]
-    sources: dict[str, TrialConfig] = {}
-    for t in tickets:
+    sources: dict[
+        str, TrialConfig
+    ] = {}  # the dense net: one per trunk, a ticket's where it has one
+    for t in [*tickets, *trials]:
         sources.setdefault(trunk_key(t), t)
     units, unshared = [], 0.0
     for level in spec.levels:

@@ -26,6 +26,7 @@ TAG_STEPS_UNIT = (
 )
 TAG_ROUND0_UNIT = "lth_ray.round0_unit"  # the shared trunk unit round 0 was computed by
 TAG_MASKS_FROM = "lth_ray.masks_from"  # a control's ticket, whose per-level masks it trained from
+TAG_LEVEL1_FROM = "lth_ray.level1_from"  # a one-shot baseline: the ticket whose level 1 it reused
 TAG_COMMAND = "lth_ray.command"  # on the parent run: the sweep's command line
 TAG_PLAN = "lth_ray.plan"  # on the parent run: the plan's size (units by kind, planned epochs)
 MLFLOW_PARENT = "mlflow.parentRunId"
@@ -106,3 +107,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
     elif "://" not in uri:
         uri = str(Path(uri).resolve())
     return uri
+
+
+# An instability pair's child run (role "instability"): where it branched from, and what it found.
+ROLE_INSTABILITY = "instability"
+TAG_LMC_K = "lth_ray.instability.k"  # the rewind point k the copies branched from ('500it')
+TAG_LMC_LEVEL = "lth_ray.instability.level"  # 0 = dense, r = the ticket's level-r mask
+TAG_LMC_PAIR = "lth_ray.instability.pair"  # which noise pair of (seed, k, level)
+TAG_LMC_TICKET = "lth_ray.instability.ticket"  # the ticket whose mask it used (level > 0)
+TAG_LMC_BATCHNORM = "lth_ray.instability.batchnorm"  # recompute | interpolate | none (no BN)
+LMC_METRICS = ("instability_test", "instability_train")  # max along the path - mean of the ends
+LMC_PATH = "error_path_{split}"  # the error at each alpha (step = alpha index)

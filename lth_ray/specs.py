@@ -3,7 +3,7 @@
 The bottom layer of the configuration: no imports from the rest of the package, so models, data and
 training can import their specs. Loading, validation and grid expansion live above (`lth_ray.config`).
 An ablation file holds one base trial (``seed``, ``dataset``, ``model``, ``train``, ``prune``) plus the
-sweep's ``grid``, ``baselines``, ``controls``, ``resources`` and ``tune`` sections.
+sweep's ``grid``, ``baselines``, ``controls``, ``resources``, ``tune`` and ``analysis`` sections.
 """
 
 from __future__ import annotations
@@ -273,6 +273,37 @@ class TuneSpec:
         10_000,
         "refuse a sweep of more trials than this (counted before any is built; --max-trials)",
     )
+    level_wait_s: float = doc(
+        30.0,
+        "seconds a control that caught up with its ticket waits for the next level before it"
+        " gives its slot back (the searcher starts it again once the level exists)",
+    )
+
+
+@dataclass
+class InstabilitySpec:
+    at: list[str] = doc(
+        [], "rewind points k (step strings, '0it', '500it', '1ep'); none: no instability analysis"
+    )
+    levels: list[int] = doc([0], "0 = the dense net; r = the ticket's level-r mask applied to W_k")
+    pairs: int = doc(1, "noise pairs (two copies each) per (seed, k, level)")
+    points: int = doc(30, "evenly spaced alphas in [0, 1] on the linear path between the copies")
+    threshold: float = doc(
+        0.02, "stable when the instability is below this (errors are fractions: 0.02 = 2 points)"
+    )
+    batchnorm: Literal["recompute", "interpolate"] = doc(
+        "recompute",
+        "BatchNorm statistics along the path: recomputed on fixed training batches at each alpha,"
+        " or interpolated with the parameters",
+    )
+    train_subset: int = doc(
+        10000, "the first n training examples the training error is measured on"
+    )
+
+
+@dataclass
+class AnalysisSpec:
+    instability: InstabilitySpec = field(default_factory=InstabilitySpec)
 
 
 @dataclass
@@ -298,6 +329,7 @@ class AblationSpec:
     controls: ControlsSpec = field(default_factory=ControlsSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     tune: TuneSpec = field(default_factory=TuneSpec)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     def base_trial(self) -> TrialConfig:
         return TrialConfig(

@@ -349,4 +349,5 @@ def test_sharing_sweep_shares_round_zero_and_the_ticket(tmp_path, quick):
     assert len(trials) == 5  # 2 tickets, 2 one-shot, 1 reinit control
     plan = build_plan(trials)
     assert plan.counts() == {"trunk": 1, "ticket": 2, "one_shot": 2, "control": 1}
-    assert plan.epochs == 1 + 5 * 2 and plan.unshared_epochs == 5 * 1 + 6 * 2
+    # round 0 once, two levels per trial unit but the one-shot baselines' level 1 (their tickets')
+    assert plan.epochs == 1 + 5 * 2 - 2 and plan.unshared_epochs == 5 * 1 + 6 * 2

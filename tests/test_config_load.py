@@ -30,6 +30,7 @@ SHIPPED = {
     "open_lth_vgg16": 3,
     "lmc_resnet20": 72,
     "renda_resnet20": 9,
+    "instability_fashion_lenet": 5,
 }
 
 
@@ -41,11 +42,12 @@ def test_every_shipped_ablation_is_counted():
 EPOCHS = {
     "seed_study": (401, 401),
     "smoke": (66, 102),
-    "criteria_conv4": (45_130, 63_120),
+    "criteria_conv4": (44_130, 63_120),
     "rewind_conv4": (10_930, 11_580),
-    "frankle_carbin_conv": (60_500, 103_000),
+    "frankle_carbin_conv": (60_000, 103_000),
     "precision_study": (260, 260),
-    "fashion_lenet": (2_535, 3_540),
+    "fashion_lenet": (2_475, 3_540),
+    "instability_fashion_lenet": (517, 1_837),
     "open_lth_resnet20": (5_865, 5_865),
     "open_lth_vgg16": (5_865, 5_865),
     "lmc_resnet20": (141_361, 246_699),
@@ -57,7 +59,8 @@ EPOCHS = {
 def test_shipped_ablations_plan(name, epochs):
     from lth_ray.sweep.plan import build_plan
 
-    plan = build_plan(expand_trials(load_ablation(ABLATIONS / f"{name}.yaml")))
+    spec = load_ablation(ABLATIONS / f"{name}.yaml")
+    plan = build_plan(expand_trials(spec), instability=spec.analysis.instability)
     assert (round(plan.epochs), round(plan.unshared_epochs)) == epochs
 
 

@@ -411,3 +411,31 @@ def test_a_shared_trunk_and_shared_ticket_masks_change_no_number(data, one_threa
     for r in (1, 2):
         control.run_control_round(masks_by_level[r], ticket.state.history[r])
     _same_records(control_alone.state.history, control.state.history)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_a_one_shot_level_one_is_its_iterative_tickets(data, one_thread, scope):
+    """Pruning the dense net once to level 1 is the ticket's first prune: a one-shot trial that
+    adopts the ticket's level 1 and goes on gives the records of one that computes it."""
+    cfg = tiny_trial(rounds=2, scope=scope)
+    if scope == "layerwise":
+        cfg.prune.exclude = []
+    ticket = LotteryTrial(cfg, data)
+    ticket.run()
+    one_cfg = with_changes(cfg, **{"prune.schedule": "one_shot"})
+    alone = LotteryTrial(one_cfg, data)
+    alone.run()
+    _same_records(alone.state.history[:2], ticket.state.history[:2])
+    adopted = LotteryTrial(one_cfg, data)
+    adopted.run_round()
+    level1 = LotteryTrial(cfg, data)
+    level1.run_round()
+    level1.run_round()
+    s = level1.state
+    adopted.adopt_level(s.masks, s.history[1], s.curves[1], s.last_final)
+    adopted.run()
+    _same_records(alone.state.history, adopted.state.history)
+    for k, v in alone.state.masks.items():
+        assert torch.equal(v, adopted.state.masks[k])
+    with pytest.raises(ValueError, match="one-shot"):
+        level1.adopt_level(s.masks, s.history[1], s.curves[1], s.last_final)

@@ -1115,6 +1115,73 @@ CROSS_MORE = cases(
     ],
 )
 
+LMC = "analysis.instability"
+
+
+def lmc(**fields: Any) -> str:
+    """smoke.yaml with an instability analysis, these of its fields changed."""
+    return edit(
+        {f"{LMC}.at": ["0it", "20it"], f"{LMC}.levels": [0, 1]}
+        | {f"{LMC}.{k}": v for k, v in fields.items()}
+    )
+
+
+ANALYSIS = [
+    *cases(
+        "types",
+        [
+            C("types-lmc-at-number", lmc(at=[0, 100]), (f"{LMC}.at[0]", f"{LMC}.at")),
+            C(
+                "types-lmc-levels-word",
+                lmc(levels=["dense"]),
+                (f"{LMC}.levels[0]", f"{LMC}.levels"),
+            ),
+            C("types-lmc-pairs-float", lmc(pairs=1.5), f"{LMC}.pairs"),
+            C("types-lmc-points-word", lmc(points="many"), f"{LMC}.points"),
+            C("types-lmc-not-a-mapping", edit({"analysis": {"instability": [0, 1]}}), LMC),
+        ],
+    ),
+    *cases(
+        "ranges",
+        [
+            C("ranges-lmc-at-malformed", lmc(at=["100steps"]), f"{LMC}.at[0]"),
+            C("ranges-lmc-at-beyond-round0", lmc(at=["5ep"]), f"{LMC}.at[0]"),
+            C("ranges-lmc-level-beyond-rounds", lmc(levels=[0, 9]), f"{LMC}.levels[1]"),
+            C("ranges-lmc-level-negative", lmc(levels=[-1]), f"{LMC}.levels[0]"),
+            C("ranges-lmc-pairs-zero", lmc(pairs=0), f"{LMC}.pairs"),
+            C("ranges-lmc-points-one", lmc(points=1), f"{LMC}.points"),
+            C("ranges-lmc-threshold-points", lmc(threshold=2), f"{LMC}.threshold"),
+            C("ranges-lmc-train-subset-zero", lmc(train_subset=0), f"{LMC}.train_subset"),
+            C("ranges-level-wait-negative", edit({"tune.level_wait_s": -1}), "tune.level_wait_s"),
+        ],
+    ),
+    *cases(
+        "names",
+        [
+            C("names-lmc-unknown-field", lmc(pair=2), f"{LMC}.pair"),
+            C("names-lmc-batchnorm", lmc(batchnorm="average"), f"{LMC}.batchnorm"),
+            C(
+                "names-analysis-unknown",
+                edit({"analysis.connectivity": {}}),
+                "analysis.connectivity",
+            ),
+        ],
+    ),
+    *cases(
+        "cross",
+        [
+            C("cross-lmc-levels-without-at", edit({f"{LMC}.levels": [0, 2]}), f"{LMC}.at"),
+            C("cross-lmc-repeated-at", lmc(at=["20it", "20it"]), f"{LMC}.at"),
+            C("cross-lmc-at-beyond-retrain", lmc(at=["2ep"]), f"{LMC}.at[0]"),
+            C(
+                "cross-lmc-levels-without-tickets",
+                edit({f"{LMC}.at": ["0it"], f"{LMC}.levels": [0, 1], "prune.schedule": "one_shot"}),
+                f"{LMC}.levels",
+            ),
+        ],
+    ),
+]
+
 CORPUS: list[Case] = [
     *TYPES,
     *RANGES,
@@ -1131,6 +1198,7 @@ CORPUS: list[Case] = [
     *YAML,
     *SIZE,
     *MERGE,
+    *ANALYSIS,
 ]
 
 

@@ -294,6 +294,13 @@ def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
         f"expected >= 0, got {spec.tune.max_failures}",
     )
     _check(
+        spec.tune.level_wait_s >= 0,
+        file,
+        "tune.level_wait_s",
+        f"expected >= 0 seconds, got {spec.tune.level_wait_s}",
+    )
+    _check_instability(spec, file)
+    _check(
         spec.tune.max_trials >= 1,
         file,
         "tune.max_trials",
@@ -302,3 +309,65 @@ def validate_sweep(spec: AblationSpec, file: str | None = None) -> None:
     sweep_checks.check_arms(spec, file)
     problem = slug_problem(spec.name)  # it names the storage and report folders
     _check(problem is None, file, "name", str(problem))
+
+
+def _check_instability(spec: AblationSpec, file: str | None) -> None:
+    """analysis.instability: rewind points inside the rounds they branch from, levels the tickets
+    have, sizes that make a path."""
+    a, where = spec.analysis.instability, "analysis.instability"
+    if not a.at:
+        _check(
+            a.levels == [0] or not a.levels,
+            file,
+            f"{where}.at",
+            "give the rewind points k the levels are analysed at",
+        )
+        return
+    first, retrain = parse_steps(spec.train.initial), parse_steps(spec.train.retrain)
+    levels_ok = all(isinstance(r, int) and r >= 0 for r in a.levels)
+    for i, k in enumerate(a.at):
+        try:
+            n, unit = parse_steps(k)
+        except ValueError as e:
+            raise ConfigError(file, f"{where}.at[{i}]", str(e)) from None
+        _check(
+            unit != first[1] or n < first[0],
+            file,
+            f"{where}.at[{i}]",
+            f"{k!r} leaves no training in round 0 (train.initial {spec.train.initial!r})",
+        )
+        _check(
+            not levels_ok or max(a.levels, default=0) == 0 or unit != retrain[1] or n < retrain[0],
+            file,
+            f"{where}.at[{i}]",
+            f"{k!r} leaves no training in a pruned round (train.retrain {spec.train.retrain!r})",
+        )
+    _check(len(set(a.at)) == len(a.at), file, f"{where}.at", f"repeated rewind points in {a.at}")
+    _check(bool(a.levels), file, f"{where}.levels", "expected at least one level (0 = dense)")
+    rounds = max([spec.prune.rounds, *map(int, spec.grid.get("prune.rounds", []))])
+    for i, r in enumerate(a.levels):
+        _check(
+            isinstance(r, int) and 0 <= r <= rounds,
+            file,
+            f"{where}.levels[{i}]",
+            f"expected a level from 0 (dense) to prune.rounds ({rounds}), got {r!r}",
+        )
+    _check(len(set(a.levels)) == len(a.levels), file, f"{where}.levels", f"repeated in {a.levels}")
+    schedules = {spec.prune.schedule, *spec.grid.get("prune.schedule", [])}
+    _check(
+        max(a.levels) == 0 or "iterative" in schedules,
+        file,
+        f"{where}.levels",
+        "levels past 0 take their masks from iterative tickets, and the sweep has none",
+    )
+    _check(a.pairs >= 1, file, f"{where}.pairs", f"expected >= 1, got {a.pairs}")
+    _check(a.points >= 2, file, f"{where}.points", f"expected >= 2 (both ends), got {a.points}")
+    _check(
+        0 < a.threshold < 1,
+        file,
+        f"{where}.threshold",
+        f"expected an error difference in (0, 1) (0.02 = 2 points), got {a.threshold}",
+    )
+    _check(
+        a.train_subset >= 1, file, f"{where}.train_subset", f"expected >= 1, got {a.train_subset}"
+    )

@@ -71,14 +71,30 @@ def round_steps(cfg: TrialConfig, r: int, n_train: int) -> Steps:
     return steps_to_iterations(total, per_epoch) - steps_to_iterations(k, per_epoch), "it"
 
 
+def steps_epochs(cfg: TrialConfig, steps: Steps, n_train: int | None) -> float:
+    """Steps in epochs, for planning; with the training set's size unknown, iterations count as
+    epochs (the plan then says what it was given)."""
+    per_epoch = None if n_train is None else batches_per_epoch(max(n_train, 1), cfg.train)
+    n, unit = steps
+    return float(n) if unit == "ep" or not per_epoch else n / per_epoch
+
+
+def branch_steps(cfg: TrialConfig, level: int, k: Steps, n_train: int) -> Steps:
+    """How long a branch from step k trains: to the end of the round it branches from (T - k),
+    round 0's `train.initial` for the dense net (level 0), `train.retrain` under a level's mask."""
+    total = parse_steps(cfg.train.initial if level == 0 else cfg.train.retrain)
+    if k[1] == total[1]:
+        return total[0] - k[0], total[1]
+    per_epoch = batches_per_epoch(n_train, cfg.train)
+    return steps_to_iterations(total, per_epoch) - steps_to_iterations(k, per_epoch), "it"
+
+
 def round_epochs(cfg: TrialConfig, n_train: int | None) -> tuple[float, float]:
     """(round 0, each later round) in epochs, for planning; with the training set's size unknown,
     iterations count as epochs (the plan then says what it was given)."""
-    per_epoch = None if n_train is None else batches_per_epoch(max(n_train, 1), cfg.train)
 
     def epochs(steps: Steps) -> float:
-        n, unit = steps
-        return float(n) if unit == "ep" or not per_epoch else n / per_epoch
+        return steps_epochs(cfg, steps, n_train)
 
     first = epochs(parse_steps(cfg.train.initial))
     later = epochs(parse_steps(cfg.train.retrain))

@@ -38,6 +38,7 @@ import torch
 from lth_ray.lottery import augment
 from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.fit import fit
+from lth_ray.lottery.instability import PairResult, analyse_pair
 from lth_ray.lottery.models import build_model, weight_layers
 from lth_ray.lottery.pruning import (
     CRITERIA,
@@ -54,8 +55,10 @@ from lth_ray.lottery.pruning import (
     sparsity_report,
 )
 from lth_ray.lottery.schedule import (
+    branch_steps,
     learning_rates,
     parse_rewind,
+    parse_steps,
     round_start,
     round_steps,
     schedule_problem,
@@ -289,6 +292,61 @@ class LotteryTrial:
             bool(ticket_record["skipped"]),
             int(ticket_record["pruned"]),
             ticket_record["test_acc"],
+        )
+
+    def adopt_level(
+        self,
+        masks: Masks,
+        record: dict[str, Any],
+        curve: list[dict[str, float]],
+        final: StateDict,
+    ) -> dict[str, Any]:
+        """A one-shot trial's level 1 from its iterative ticket's (trained elsewhere): pruning the
+        dense net once to level 1 is the ticket's first prune (the same scores, count and draw), and
+        the retraining is the same, so the record, curve and weights are the ticket's."""
+        s = self.state
+        if self.cfg.prune.schedule != "one_shot" or s.rounds_done != 1:
+            raise ValueError("adopt_level is a one-shot trial's level 1")
+        s.masks = {k: v.cpu() for k, v in masks.items()}
+        s.last_final = _cpu(final)
+        record = dict(record)
+        s.history.append(record)
+        s.curves.append([dict(e) for e in curve])
+        s.rounds_done = 2
+        return record
+
+    def instability_pair(
+        self,
+        w_k: StateDict,
+        masks: Masks,
+        k: str,
+        level: int,
+        pair: int,
+        points: int = 30,
+        train_subset: int = 10_000,
+        batchnorm: str = "recompute",
+    ) -> PairResult:
+        """One noise pair of the instability analysis: two copies from masks * W_k to the end of
+        the round (T - k steps), their data order from two noise seeds of their own (derived from
+        (seed, k, level, pair, copy), apart from every draw of the trial), and the error along the
+        path between them. The trial's state is untouched."""
+        steps = branch_steps(self.cfg, level, parse_steps(k), len(self.data.train_x))
+        noise = (
+            derive_seed(self.cfg.seed, "instability", k, level, pair, 1),
+            derive_seed(self.cfg.seed, "instability", k, level, pair, 2),
+        )
+        start = {n: v.to(self.device) for n, v in w_k.items()}
+        return analyse_pair(
+            self.model,
+            start,
+            masks,
+            self.data,
+            self.cfg.train,
+            steps,
+            noise,
+            points,
+            train_subset,
+            batchnorm,
         )
 
     def _finish_round(

@@ -16,7 +16,7 @@ from lth_ray.report.compare import DEFAULT_MARGIN_PP, Analysis, analyse
 from lth_ray.report.compare_plots import comparison_figures
 from lth_ray.report.curves import curves_table, learning_curves
 from lth_ray.report.errors import ReportError
-from lth_ray.report.mlflow_io import Transport, load_sweep
+from lth_ray.report.mlflow_io import Transport, load_sweep, open_client
 from lth_ray.report.plots import FigureBuilder, save_figure
 from lth_ray.report.stats import group_keys, level_stats, summarize
 from lth_ray.report.tables import summary_markdown, write_tables
@@ -129,6 +129,9 @@ def build_report(
         warnings += shapes.warnings
         files += shapes.save_tables(out)
         figures.update(shapes.figures)
+    lmc = _instability(tracking_uri, data)
+    if lmc is not None:
+        figures.update(lmc.figures)
     for name, fig in figures.items():
         files += save_figure(fig, out, name)
     meta = {
@@ -140,12 +143,29 @@ def build_report(
     md.write_text(
         summary_markdown(trials, levels, summary, meta, warnings, list(figures), verdict=lines)
     )
+    if lmc is not None:
+        from lth_ray.report import instability
+
+        written, section = instability.write(lmc, out)
+        files += written
+        md.write_text(md.read_text() + "\n" + section)
     files.append(md)
     for w in warnings:
         log.warning(w)
+    if lmc is not None:  # its own section of summary.md; beside the trials' verdict here
+        lines = [*lines, *lmc.lines]
     return Report(
         out, files, trials, summary, warnings, levels, figures, comparisons, lines, curves, analysis
     )
+
+
+def _instability(tracking_uri: str | None, data):
+    """The sweep's instability analysis, when it ran one (None otherwise)."""
+    from lth_ray.report.instability import instability_report
+
+    client = open_client(schema.resolve_tracking_uri(tracking_uri))
+    sweeps = [r.sweep_id for r in data.refs] or [data.ref.sweep_id]
+    return instability_report(client, data.ref.experiment_id, sweeps)
 
 
 def weights_range(text: str) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from lth_ray.sweep import local_ray  # noqa: E402
 from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
 from lth_ray.sweep.plan import Plan, SweepSettings  # noqa: E402
+from lth_ray.sweep.progress import PART_MARK  # noqa: E402
 from lth_ray.sweep.searcher import PlanSearcher  # noqa: E402
 from lth_ray.sweep.store import SweepStore, experiment_root  # noqa: E402
 from lth_ray.sweep.tracking import (  # noqa: E402
@@ -234,8 +235,10 @@ def resolve_gpu(spec: AblationSpec, local: bool) -> tuple[float, str | None]:
 
 
 def unit_name(trial) -> str:
-    """A Tune trial's name: the trial key, or the shared unit's id."""
-    return trial.config["unit"]["id"]
+    """A Tune trial's name: the trial key, or the shared unit's id (with the part of a unit that
+    streams behind another, after its first)."""
+    part = trial.config.get("part", 0)
+    return trial.config["unit"]["id"] + (f"{PART_MARK}{part}" if part else "")
 
 
 def run_report(ctx: SweepContext) -> Path | None:
@@ -286,7 +289,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from lth_ray.sweep.plan import build_plan
 
-    plan = build_plan(trials, share=not args.no_share)
+    plan = build_plan(trials, share=not args.no_share, instability=spec.analysis.instability)
     for note in sweep_notes(spec, trials):
         print(note)
     if args.dry_run:
@@ -336,6 +339,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             | {
                 f"{schema.TAG_PLAN}.epochs": f"{plan.epochs:.0f}",
                 f"{schema.TAG_PLAN}.epochs_without_sharing": f"{plan.unshared_epochs:.0f}",
+                f"{schema.TAG_PLAN}.critical_path_epochs": f"{plan.critical_path:.0f}",
+                f"{schema.TAG_PLAN}.critical_path_epochs_whole_tickets": (
+                    f"{plan.critical_path_whole:.0f}"
+                ),
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
                 schema.TAG_COMMAND: " ".join(
                     ["python -m lth_ray.sweep", *redact_argv(sys.argv[1:])]
@@ -480,12 +487,13 @@ def make_tuner(
         root=store.root,
         shared=plan.shared,
         plugins=[p.to_dict() for p in plugins_of(spec, args.ablation)],
+        level_wait_s=float(spec.tune.level_wait_s),
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=PlanSearcher(plan, settings),
-            num_samples=len(plan.units),
+            num_samples=plan.tune_samples,
             max_concurrent_trials=spec.tune.max_concurrent or None,
             reuse_actors=spec.tune.reuse_actors,
             trial_name_creator=unit_name,

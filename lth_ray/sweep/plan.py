@@ -3,10 +3,14 @@
 - a trunk: the dense round 0 of every trial with the same seed, data, model and training (the prune
   settings do not touch round 0); it captures every rewind point its trials need;
 - a trial unit per trial (ticket, one-shot, control): its rounds 1..R, starting from its trunk;
-- a control also waits for its ticket, whose per-level masks it trains from instead of recomputing
-  the ticket's whole trajectory.
+- a control trains from its ticket's per-level masks instead of recomputing the ticket's whole
+  trajectory, and streams behind it: it depends on one level of the ticket (`level_deps`), so its
+  level r trains as soon as the ticket's level r is published, one level behind the ticket rather
+  than after all R of them.
 `searcher.PlanSearcher` hands the units to Ray Tune as soon as what they need has finished, so the
-trials still run packed, retried and resumable; no slot waits while runnable work exists. With sharing off
+trials still run packed, retried and resumable; no slot waits while runnable work exists: a unit
+whose next level is not there yet ends its Tune trial (its state is saved after every level) and is
+released again when it is. With sharing off
 (`--no-share`), every trial is one self-contained unit, as a sweep of independent trials.
 """
 
@@ -22,9 +26,9 @@ from typing import Any
 from lth_ray.config.feasible import train_size
 from lth_ray.config.grid import arm_kind, identity
 from lth_ray.lottery import schedule
-from lth_ray.specs import TrialConfig
+from lth_ray.specs import InstabilitySpec, TrialConfig
 
-KINDS = ("trunk", "ticket", "one_shot", "control")
+KINDS = ("trunk", "ticket", "one_shot", "control", "instability")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Unit:
     Tune's config as `to_dict()`, plain JSON values)."""
 
     id: str  # the trial key, or "trunk-<hash>"
-    kind: str  # trunk | ticket | one_shot | control
+    kind: str  # trunk | ticket | one_shot | control | instability
     trial: dict[str, Any]  # the TrialConfig (a trunk: of its first trial), as to_dict()
     deps: tuple[str, ...] = ()  # units that must have finished first
     epochs: float = 0.0  # planned training epochs of this unit
@@ -42,10 +46,16 @@ class Unit:
     publish_masks: bool = False  # a ticket: store each level's mask for its controls
     rewinds: tuple[tuple[int, str], ...] = ()  # a trunk: every rewind point its trials need
     shared_by: int = 0  # a trunk: how many trials start from it
+    level_deps: tuple[tuple[str, int], ...] = ()  # (unit, level): levels that must exist first
+    levels: int = 0  # a shared trial unit: the levels (rounds 1..R) its epochs are spread over
+    level1_from: str | None = None  # a one-shot baseline: the ticket whose level 1 it is
+    analysis: dict[str, Any] = dataclasses.field(default_factory=dict)  # an instability pair's k,
+    # level, pair, and the analysis settings (specs.InstabilitySpec)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["deps"], d["rewinds"] = list(self.deps), [list(r) for r in self.rewinds]
+        d["level_deps"] = [list(x) for x in self.level_deps]
         return d
 
     @classmethod
@@ -55,6 +65,7 @@ class Unit:
                 **d,
                 "deps": tuple(d.get("deps", ())),
                 "rewinds": tuple((int(n), str(u)) for n, u in d.get("rewinds", ())),
+                "level_deps": tuple((str(u), int(n)) for u, n in d.get("level_deps", ())),
             }
         )
 
@@ -68,11 +79,13 @@ class SweepSettings:
     root: str  # the sweep's storage folder or URI (SweepStore)
     shared: bool  # units hand on trunks and masks through the storage
     plugins: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # config.plugins.Plugin
+    level_wait_s: float = 30.0  # a streaming unit waits this long for its next level, then yields
 
 
-def tune_config(unit: Unit, settings: SweepSettings) -> dict[str, Any]:
-    """A unit as Ray Tune's trial config."""
-    return {"unit": unit.to_dict(), "sweep": dataclasses.asdict(settings)}
+def tune_config(unit: Unit, settings: SweepSettings, part: int = 0) -> dict[str, Any]:
+    """A unit as Ray Tune's trial config; `part` counts the Tune trials of a unit that streams
+    behind another (each continues where the last one stopped to wait)."""
+    return {"unit": unit.to_dict(), "sweep": dataclasses.asdict(settings), "part": part}
 
 
 def from_tune_config(config: dict[str, Any]) -> tuple[Unit, SweepSettings]:
@@ -94,6 +107,60 @@ class Plan:
     def epochs(self) -> float:
         return sum(u.epochs for u in self.units)
 
+    def level_finish(self, streaming: bool = True) -> dict[str, list[float]]:
+        """Each unit's finish time (in epochs, with a slot for every unit) after its start and
+        after each of its levels: [start-done, level 1, ..., level R]; a trunk: [round 0].
+        `streaming=False`: as if a unit waited for the whole of every unit whose levels it needs."""
+        units = {u.id: u for u in self.units}
+        done: dict[str, list[float]] = {}
+
+        def at(src: str, level: int) -> float:
+            times = finish(src)
+            return times[min(level, len(times) - 1)] if streaming else times[-1]
+
+        def finish(uid: str) -> list[float]:
+            if uid in done:
+                return done[uid]
+            u = units[uid]
+            start = max([finish(d)[-1] for d in u.deps], default=0.0)
+            if not u.levels:  # waits for the levels it needs, then runs
+                start = max([start, *(at(src, r) for src, r in u.level_deps)])
+                done[uid] = [start + u.epochs]
+                return done[uid]
+            if u.level1_from:  # level 1 is the ticket's: no work of its own, then the rest
+                times = [start, max(start, at(u.level1_from, 1))]
+                per_level = u.epochs / max(u.levels - 1, 1)
+                times += [times[-1] + per_level * r for r in range(1, u.levels)]
+                done[uid] = times
+                return times
+            per_level = u.epochs / u.levels
+            times = [start]
+            for r in range(1, u.levels + 1):
+                ready = [at(src, r) for src, _ in u.level_deps]
+                times.append(max([times[-1], *ready]) + per_level)
+            done[uid] = times
+            return times
+
+        for u in self.units:
+            finish(u.id)
+        return done
+
+    @property
+    def critical_path(self) -> float:
+        """The sweep's shortest wall time in epochs with a slot for every unit: its longest chain
+        of dependent work (a streaming control adds one level to its ticket, not R)."""
+        return max((t[-1] for t in self.level_finish().values()), default=0.0)
+
+    @property
+    def critical_path_whole(self) -> float:
+        """The same with every unit waiting for the whole of the units whose levels it needs."""
+        return max((t[-1] for t in self.level_finish(streaming=False).values()), default=0.0)
+
+    @property
+    def tune_samples(self) -> int:
+        """Tune trials the plan may need: a streaming unit may stop to wait before each level."""
+        return sum(1 + (u.levels if u.masks_from and u.level_deps else 0) for u in self.units)
+
     def counts(self) -> dict[str, int]:
         c = Counter(u.kind for u in self.units)
         return {k: c[k] for k in KINDS if c[k]}
@@ -110,7 +177,9 @@ class Plan:
         )
         return (
             f"planned epochs: {self.epochs:,.0f} (without sharing: {self.unshared_epochs:,.0f})"
-            f"{seen}; units: {kinds}; work {mode}"
+            f"{seen}; critical path: {self.critical_path:,.0f} epochs"
+            f" (waiting for whole tickets: {self.critical_path_whole:,.0f})"
+            f"; units: {kinds}; work {mode}"
         )
 
 
@@ -133,14 +202,90 @@ def _ticket_of(t: TrialConfig) -> TrialConfig:
     return ticket
 
 
-def build_plan(trials: list[TrialConfig], share: bool = True) -> Plan:
-    plan = _build_plan(trials, share)
+def _iterative_of(t: TrialConfig) -> TrialConfig:
+    ticket = copy.deepcopy(t)
+    ticket.prune.schedule = "iterative"  # type: ignore[assignment]
+    return ticket
+
+
+def pair_epochs(t: TrialConfig, level: int, k: str) -> float:
+    """An instability pair's planned epochs: two copies from step k to the end of their round."""
+    n_train = train_size(t.dataset)
+    total = schedule.parse_steps(t.train.initial if level == 0 else t.train.retrain)
+    k_epochs = schedule.steps_epochs(t, schedule.parse_steps(k), n_train)
+    return 2 * (schedule.steps_epochs(t, total, n_train) - k_epochs)
+
+
+def instability_units(
+    trials: list[TrialConfig], spec: InstabilitySpec, share: bool
+) -> tuple[list[Unit], float]:
+    """Each noise pair of the analysis as a unit: the dense net (level 0) once per trunk, a level's
+    mask once per ticket; a pair branches from its trunk's W_k and, past level 0, waits for that
+    level of its ticket. Unshared, a pair computes W_k (and the ticket's levels) itself.
+    Also what the pairs cost unshared."""
+    settings = dataclasses.asdict(spec)
+    settings.pop("at"), settings.pop("levels"), settings.pop("pairs")
+    tickets = [t for t in trials if arm_kind(t) == "ticket"]
+    sources: dict[
+        str, TrialConfig
+    ] = {}  # the dense net: one per trunk, a ticket's where it has one
+    for t in [*tickets, *trials]:
+        sources.setdefault(trunk_key(t), t)
+    units, unshared = [], 0.0
+    for level in spec.levels:
+        for t in sources.values() if level == 0 else tickets:
+            if level > t.prune.rounds:
+                continue
+            tid = trunk_key(t)
+            for k in spec.at:
+                for pair in range(spec.pairs):
+                    name = tid.removeprefix("trunk-") if level == 0 else t.key
+                    analysis = {"k": k, "level": level, "pair": pair, **settings}
+                    if level:
+                        analysis["ticket"] = t.key
+                    first, later = round_epochs(t)
+                    alone = pair_epochs(t, level, k) + first + level * later
+                    epochs = pair_epochs(t, level, k) if share else alone
+                    unshared += alone
+                    units.append(
+                        Unit(
+                            f"lmc-{name}-k{k}-L{level}-p{pair}",
+                            "instability",
+                            t.to_dict(),
+                            (tid,) if share else (),
+                            epochs,
+                            level_deps=((t.key, level),) if share and level else (),
+                            trunk=tid if share else None,
+                            analysis=analysis,
+                        )
+                    )
+    return units, unshared
+
+
+def build_plan(
+    trials: list[TrialConfig], share: bool = True, instability: InstabilitySpec | None = None
+) -> Plan:
+    """The sweep's units; with an instability analysis (its `at` not empty), its pairs too; the
+    images of an epoch where every trial trains on the same number."""
+    analysis = instability if instability is not None and instability.at else None
+    plan = _trial_plan(trials, share, [] if analysis is None else analysis.at)
+    if analysis is not None:
+        pairs, unshared = instability_units(trials, analysis, share)
+        plan.units += pairs
+        plan.unshared_epochs += unshared
+    # tickets whose levels a control or a pair branches from publish them to the storage
+    publishers = {u.masks_from for u in plan.units if u.masks_from} | {
+        src for u in plan.units for src, _ in u.level_deps
+    }
+    plan.units = [
+        dataclasses.replace(u, publish_masks=u.id in publishers) if u.kind == "ticket" else u
+        for u in plan.units
+    ]
     sizes = {train_size(t.dataset) for t in trials}
-    size = sizes.pop() if len(sizes) == 1 else None
-    return dataclasses.replace(plan, images_per_epoch=size)
+    return dataclasses.replace(plan, images_per_epoch=sizes.pop() if len(sizes) == 1 else None)
 
 
-def _build_plan(trials: list[TrialConfig], share: bool) -> Plan:
+def _trial_plan(trials: list[TrialConfig], share: bool, extra_rewinds: list[str]) -> Plan:
     unshared = 0.0
     for t in trials:
         first, later = round_epochs(t)
@@ -151,7 +296,8 @@ def _build_plan(trials: list[TrialConfig], share: bool) -> Plan:
             first, later = round_epochs(t)
             mult = 2 if t.prune.control != "none" else 1
             kind = arm_kind(t)
-            units.append(Unit(t.key, kind, t.to_dict(), (), first + t.prune.rounds * later * mult))
+            epochs = first + t.prune.rounds * later * mult
+            units.append(Unit(t.key, kind, t.to_dict(), (), epochs))
         return Plan(units, False, unshared, len(trials))
     keys = {identity(t): t.key for t in trials}
     trunks: dict[str, list[TrialConfig]] = {}
@@ -159,7 +305,8 @@ def _build_plan(trials: list[TrialConfig], share: bool) -> Plan:
         trunks.setdefault(trunk_key(t), []).append(t)
     units: list[Unit] = []
     for tid, members in trunks.items():
-        rewinds = sorted({schedule.parse_rewind(m.prune.rewind) for m in members} - {None})
+        points = [m.prune.rewind for m in members] + list(extra_rewinds)
+        rewinds = sorted({schedule.parse_rewind(p) for p in points} - {None})
         first = round_epochs(members[0])[0]
         units.append(
             Unit(
@@ -174,20 +321,36 @@ def _build_plan(trials: list[TrialConfig], share: bool) -> Plan:
     for t in trials:
         tid = trunk_key(t)
         _, later = round_epochs(t)
-        masks_from, deps = None, (tid,)
+        masks_from, level_deps = None, ()
         if t.prune.control != "none":
             ticket_key = keys.get(identity(_ticket_of(t)))
-            if ticket_key is not None:
-                masks_from, deps = ticket_key, (tid, ticket_key)
+            if ticket_key is not None:  # level r needs the ticket's level r: it streams behind
+                masks_from = ticket_key
+                level_deps = ((ticket_key, 1),) if t.prune.rounds else ()
                 epochs = t.prune.rounds * later
             else:  # its ticket is not in this sweep: the control computes it too
                 epochs = t.prune.rounds * later * 2
         else:
             epochs = t.prune.rounds * later
+        level1_from = None
+        if arm_kind(t) == "one_shot" and t.prune.rounds:
+            # level 1 of one-shot pruning is level 1 of the iterative ticket (the same scores of the
+            # dense net, the same count, the same retraining): taken from the ticket, not retrained
+            level1_from = keys.get(identity(_iterative_of(t)))
+            if level1_from is not None:
+                level_deps, epochs = ((level1_from, 1),), epochs - later
         units.append(
-            Unit(t.key, arm_kind(t), t.to_dict(), deps, epochs, trunk=tid, masks_from=masks_from)
+            Unit(
+                t.key,
+                arm_kind(t),
+                t.to_dict(),
+                (tid,),
+                epochs,
+                level_deps=level_deps,
+                trunk=tid,
+                masks_from=masks_from,
+                levels=t.prune.rounds,
+                level1_from=level1_from,
+            )
         )
-    # tickets whose per-level masks some control trains from publish them to the storage
-    publishers = {u.masks_from for u in units if u.masks_from}
-    units = [dataclasses.replace(u, publish_masks=u.id in publishers) for u in units]
     return Plan(units, True, unshared, len(trials))

@@ -33,6 +33,13 @@ class TrialConfigError(RuntimeError):
 
 CONFIG_ERROR_KEY = "config_error"  # the result key a trainable reports such an error under
 UNIT_DONE_KEY = "unit_done"  # the result of a shared unit that is not a trial (a trunk)
+UNIT_WAITING_KEY = "waits_for_level"  # a streaming unit stopped: the source level it waits for
+PART_MARK = "~part"  # a streaming unit's later Tune trials: "<unit>~part<n>"
+
+
+def unit_of(trial_name: str) -> str:
+    """The unit a Tune trial's name belongs to (the parts of a streaming unit are one trial)."""
+    return trial_name.split(PART_MARK)[0]
 
 
 class SweepProgress(tune.Callback):
@@ -83,9 +90,21 @@ class SweepProgress(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        name = str(trial)
+        name = unit_of(str(trial))
         if CONFIG_ERROR_KEY in result:  # raised at the step's end (Tune wraps errors raised here)
             self.config_error = self.config_error or f"trial {name}: {result[CONFIG_ERROR_KEY]}"
+            return
+        if UNIT_WAITING_KEY in result:
+            self.write(
+                f"{self._prefix()} {name} waits for level {int(result[UNIT_WAITING_KEY])} of"
+                " its ticket (slot released)"
+            )
+            return
+        if "instability_test" in result:
+            self.write(
+                f"{self._prefix()} {name} done: instability {100 * result['instability_test']:.2f}"
+                " points (test)"
+            )
             return
         if UNIT_DONE_KEY in result:
             self.write(
@@ -113,11 +132,13 @@ class SweepProgress(tune.Callback):
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if str(trial) in self.rounds_per_trial:  # shared units are not trials
-            self.finished.add(str(trial))
+        if UNIT_WAITING_KEY in (getattr(trial, "last_result", None) or {}):
+            return  # released again when its ticket's next level exists
+        if unit_of(str(trial)) in self.rounds_per_trial:  # shared units are not trials
+            self.finished.add(unit_of(str(trial)))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        name = str(trial)
+        name = unit_of(str(trial))
         self.attempts[name] = self.attempts.get(name, 1) + 1
         self.write(
             f"{self._prefix()} {name} died; retrying from its last finished round "
@@ -125,7 +146,7 @@ class SweepProgress(tune.Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.failed.add(str(trial))
+        self.failed.add(unit_of(str(trial)))
         self.write(
             f"{self._prefix()} {trial} failed (attempt ended with an error; see {trial.local_path})"
         )

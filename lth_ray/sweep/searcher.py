@@ -1,6 +1,12 @@
 """The plan's units handed to Ray Tune in dependency order: a unit is suggested once every unit it
-depends on has finished (after Tune's own retries); a unit whose dependency failed for good is
-never started."""
+depends on has finished (after Tune's own retries) and every level it waits for is published; a unit
+whose dependency failed for good is never started.
+
+A unit that streams behind another (a control behind its ticket) is released when the source's
+first level it needs exists. When it catches up with its source it ends its Tune trial, saying
+which level it waits for, and is released again (a new Tune trial, `part` n) once that level is
+published: waiting holds no slot, and so no GPU. The searcher learns of published levels from the
+source's results (`rounds_done` after each saved and published level)."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from ray.tune.search import Searcher
 
 from lth_ray.lottery.safe_io import UnsafeStateError
 from lth_ray.sweep.plan import Plan, SweepSettings, Unit, tune_config
+from lth_ray.sweep.progress import UNIT_WAITING_KEY
 
 
 class PlanSearcher(Searcher):
@@ -26,24 +33,49 @@ class PlanSearcher(Searcher):
         self.issued: dict[str, str] = {}  # Tune trial id -> unit id
         self.done: set[str] = set()
         self.failed: set[str] = set()
+        self.levels: dict[str, int] = {}  # unit -> its newest published level
+        self.waits: dict[str, int] = {}  # a streaming unit that stopped -> the level it waits for
+        self.ended: set[str] = set()  # Tune trials that ended waiting
+        self.parts: dict[str, int] = {}  # unit -> Tune trials issued for it
+
+    def _sources(self, uid: str) -> list[str]:
+        return [*self.units[uid].deps, *(src for src, _ in self.units[uid].level_deps)]
 
     def _blocked(self, uid: str) -> bool:
-        deps = self.units[uid].deps
-        return any(d in self.failed or self._blocked(d) for d in deps)
+        return any(d in self.failed or self._blocked(d) for d in self._sources(uid))
+
+    def _has_level(self, src: str, level: int) -> bool:
+        return src in self.done or self.levels.get(src, -1) >= level
+
+    def _ready(self, uid: str) -> bool:
+        u = self.units[uid]
+        at = self.waits.get(uid)
+        return all(d in self.done for d in u.deps) and all(
+            self._has_level(src, level if at is None else max(level, at))
+            for src, level in u.level_deps
+        )
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        started = set(self.issued.values())
+        running = {u for t, u in self.issued.items() if t not in self.ended}
         waiting = False
         for uid in self.order:
-            if uid in started or uid in self.done:
+            if uid in running or uid in self.done:
                 continue
             if self._blocked(uid):
                 continue
-            if all(d in self.done for d in self.units[uid].deps):
+            if self._ready(uid):
                 self.issued[trial_id] = uid
-                return tune_config(self.units[uid], self.settings)
+                part = self.parts.get(uid, 0)
+                self.parts[uid] = part + 1
+                return tune_config(self.units[uid], self.settings, part)
             waiting = True
         return None if waiting else Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        uid = self.issued.get(trial_id)
+        if uid is not None and "rounds_done" in result:
+            level = int(result["rounds_done"]) - 1
+            self.levels[uid] = max(self.levels.get(uid, -1), level)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         uid = self.issued.get(trial_id)
@@ -51,6 +83,9 @@ class PlanSearcher(Searcher):
             return
         if error:
             self.failed.add(uid)
+        elif result and UNIT_WAITING_KEY in result:  # caught up with its source: released later
+            self.waits[uid] = int(result[UNIT_WAITING_KEY])
+            self.ended.add(trial_id)
         else:
             self.done.add(uid)
             self.failed.discard(uid)
@@ -78,6 +113,10 @@ class PlanSearcher(Searcher):
             "issued": self.issued,
             "done": sorted(self.done),
             "failed": sorted(self.failed),
+            "levels": self.levels,
+            "waits": self.waits,
+            "ended": sorted(self.ended),
+            "parts": self.parts,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -86,3 +125,7 @@ class PlanSearcher(Searcher):
         self.settings = SweepSettings(**state["settings"])
         self.issued = {str(k): str(v) for k, v in state["issued"].items()}
         self.done, self.failed = set(state["done"]), set(state["failed"])
+        self.levels = {str(k): int(v) for k, v in state.get("levels", {}).items()}
+        self.waits = {str(k): int(v) for k, v in state.get("waits", {}).items()}
+        self.ended = {str(t) for t in state.get("ended", ())}
+        self.parts = {str(k): int(v) for k, v in state.get("parts", {}).items()}

@@ -90,6 +90,9 @@ class SweepStore:
     def save_trunk(self, unit_id: str, result: Any) -> None:
         self._units.save(f"{unit_id}.pt", result)
 
+    def has_level(self, ticket: str, level: int) -> bool:
+        return self._units.exists(f"{ticket}/round_{level:02d}.pt")
+
     def load_level(self, ticket: str, level: int) -> dict[str, Any] | None:
         return self._units.load(f"{ticket}/round_{level:02d}.pt")
 

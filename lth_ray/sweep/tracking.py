@@ -344,10 +344,65 @@ class TrialRun:
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         retry(lambda: self.client.log_metric(self.run_id, key, value, step=step), "log metric")
 
-    def end(self, status: str = "FINISHED") -> None:
+    def pause(self) -> None:
+        """Stop this process's system metrics; the run stays RUNNING for the part that continues it."""
         if self._monitor is not None:
             try:
                 self._monitor.finish()
             except Exception as e:
                 log.info("system metrics did not stop cleanly: %s", e)
+            self._monitor = None
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.pause()
         retry(lambda: self.client.set_terminated(self.run_id, status), "end trial run")
+
+
+def pair_run(
+    ctx: SweepContext, cfg: TrialConfig, name: str, tags: dict[str, str], params: dict[str, Any]
+) -> str:
+    """An instability pair's child run (reopened by name when a retried pair starts again)."""
+    client = MlflowClient(ctx.tracking_uri)
+    query = (
+        f"tags.`{schema.TAG_SWEEP}` = '{ctx.sweep_id}' and tags.`{schema.TAG_TRIAL}` = '{name}'"
+        f" and tags.`{schema.TAG_ROLE}` = '{schema.ROLE_INSTABILITY}'"
+    )
+    runs = retry(lambda: client.search_runs([ctx.experiment_id], query, max_results=1), "find pair")
+    if runs:
+        return runs[0].info.run_id
+    all_tags = {
+        schema.TAG_ROLE: schema.ROLE_INSTABILITY,
+        schema.TAG_SWEEP: ctx.sweep_id,
+        schema.TAG_ABLATION: ctx.ablation,
+        schema.TAG_TRIAL: name,
+        schema.MLFLOW_PARENT: ctx.parent_run_id,
+        schema.TAG_SEED: str(cfg.seed),
+        schema.TAG_CRITERION: cfg.prune.criterion,
+        schema.TAG_PRUNE_RATE: f"{cfg.prune.fraction:g}",
+        **tags,
+    }
+    run = retry(
+        lambda: client.create_run(ctx.experiment_id, tags=all_tags, run_name=name), "create pair"
+    )
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_pair(
+    ctx: SweepContext,
+    run_id: str,
+    metrics: dict[str, float],
+    path: dict[str, list[float]],
+    tags: dict[str, str],
+) -> None:
+    """A pair's summaries, and the error along the path at step = alpha index; then FINISHED."""
+    client = MlflowClient(ctx.tracking_uri)
+    for k, v in tags.items():
+        retry(lambda k=k, v=v: client.set_tag(run_id, k, v), "tag pair run")
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for split, errors in path.items():
+        name = schema.LMC_PATH.format(split=split)
+        items += [Metric(name, float(e), now, i) for i, e in enumerate(errors)]
+    log_metrics(client, run_id, items)
+    retry(lambda: client.set_terminated(run_id, "FINISHED"), "end pair run")

@@ -5,7 +5,10 @@ After every finished round it saves the trial state (with the child run id) to t
 (`SweepStore`), logs the round to MLflow and reports the round's metrics to Tune. A trial started
 again, by a retry or by `--resume`, restores that state and continues at the next round, in the same
 child run. A trial that cannot start because of its configuration or data reports the error instead
-of raising it, so the sweep stops at once rather than retrying it.
+of raising it, so the sweep stops at once rather than retrying it. A control streams behind its
+ticket: before each level it waits (at most `level_wait_s`) for the ticket's mask of that level; if
+it is not there by then, it reports the level it waits for and ends this Tune trial, so the slot
+goes to other work, and the searcher starts it again, from its saved state, once it is.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from lth_ray.config.load import trial_from_dict
 from lth_ray.config.plugins import import_plugins
 from lth_ray.lottery.artifacts import write_trial_outputs
 from lth_ray.lottery.data import DatasetError, load_dataset
+from lth_ray.lottery.schedule import parse_rewind, parse_steps
 from lth_ray.lottery.trial import LotteryTrial
 from lth_ray.specs import TrialConfig
 from lth_ray.sweep.energy import EnergyMeter
 from lth_ray.sweep.plan import SweepSettings, Unit, from_tune_config
-from lth_ray.sweep.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY
+from lth_ray.sweep.progress import CONFIG_ERROR_KEY, UNIT_DONE_KEY, UNIT_WAITING_KEY
 from lth_ray.sweep.store import SweepStore
-from lth_ray.sweep.tracking import SweepContext, TrialRun
+from lth_ray.sweep.tracking import SweepContext, TrialRun, log_pair, pair_run
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -98,17 +102,90 @@ def trunk_unit(unit: Unit, settings: SweepSettings) -> None:
     tune.report({UNIT_DONE_KEY: 1, "unit_seconds": seconds, "shared_by": unit.shared_by})
 
 
-def publish_level(store: SweepStore, key: str, trial: LotteryTrial) -> None:
-    """A ticket's mask and record at its newest level, for the controls that train from it."""
-    store.save_level(
-        key,
-        trial.state.rounds_done - 1,
-        {
-            "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
-            "record": trial.state.history[-1],
-            "kept": trial.pruned_from if trial.cfg.prune.retrain_mode != "weight_rewind" else None,
-        },
+def pair_start(
+    unit: Unit, trial: LotteryTrial, store: SweepStore | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(W_k, mask) of an instability pair: from its trunk and its ticket's published level, or,
+    unshared, computed here the same way (round 0 capturing k, then the ticket's levels)."""
+    k, level = parse_steps(unit.analysis["k"]), int(unit.analysis["level"])
+    if store is not None:
+        trunk = store.load_trunk(unit.trunk)
+        if trunk is None:
+            raise RuntimeError(f"trunk {unit.trunk} is not in the sweep's storage")
+        if not level:
+            return trunk.rewinds[k], trial.state.masks
+        published = store.load_level(unit.analysis["ticket"], level)
+        if published is None:
+            raise RuntimeError(f"ticket {unit.analysis['ticket']} has no level {level} in storage")
+        return trunk.rewinds[k], published["masks"]
+    own = parse_rewind(trial.cfg.prune.rewind)
+    trunk = trial.train_trunk(sorted({k} | ({own} if own else set())))
+    if level:
+        trial.start_from_trunk(trunk)
+        while trial.state.rounds_done <= level:
+            trial.run_round()
+    return trunk.rewinds[k], trial.state.masks
+
+
+def instability_unit(unit: Unit, settings: SweepSettings) -> None:
+    """One noise pair of the instability analysis, logged as its own child run."""
+    started = start_unit(unit, settings)
+    if started is None:
+        return
+    cfg, trial = started
+    a = unit.analysis
+    ctx = SweepContext(**settings.ctx)
+    name = unit.id
+    tags = {
+        schema.TAG_LMC_K: str(a["k"]),
+        schema.TAG_LMC_LEVEL: str(a["level"]),
+        schema.TAG_LMC_PAIR: str(a["pair"]),
+        schema.TAG_LMC_TICKET: str(a.get("ticket", "")),
+    }
+    run_id = pair_run(ctx, cfg, name, tags, {"analysis": a, "trial": cfg.to_dict()})
+    store = SweepStore(settings.root) if settings.shared else None
+    w_k, masks = pair_start(unit, trial, store)
+    result = trial.instability_pair(
+        w_k,
+        masks,
+        str(a["k"]),
+        int(a["level"]),
+        int(a["pair"]),
+        int(a["points"]),
+        int(a["train_subset"]),
+        str(a["batchnorm"]),
     )
+    metrics = result.metrics()
+    names = trial.names  # the prunable layers, as the trials' weights_remaining counts them
+    remaining = sum(int(masks[n].sum()) for n in names) / sum(masks[n].numel() for n in names)
+    metrics["weights_remaining"] = 100.0 * remaining
+    metrics["stable_test"] = float(metrics["instability_test"] < float(a["threshold"]))
+    log_pair(ctx, run_id, metrics, result.path.error, {schema.TAG_LMC_BATCHNORM: result.bn})
+    tune.report({UNIT_DONE_KEY: 1, **metrics})
+
+
+def publish_level(store: SweepStore, key: str, trial: LotteryTrial) -> None:
+    """A ticket's mask and record at its newest level, for the controls and pairs that branch from
+    it; at level 1 also its curve and final weights, which are the one-shot baseline's level 1."""
+    level = trial.state.rounds_done - 1
+    data: dict[str, Any] = {
+        "masks": {k: v.cpu() for k, v in trial.state.masks.items()},
+        "record": trial.state.history[-1],
+        "kept": trial.pruned_from if trial.cfg.prune.retrain_mode != "weight_rewind" else None,
+    }
+    if level == 1:
+        data["curve"], data["final"] = trial.state.curves[-1], trial.state.last_final
+    store.save_level(key, level, data)
+
+
+def level_ready(store: SweepStore, unit: Unit, r: int, wait_s: float) -> bool:
+    """Whether the level a streaming unit trains next exists, after waiting up to wait_s for it."""
+    deadline = time.monotonic() + wait_s
+    while not store.has_level(unit.masks_from, r):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(1.0, max(wait_s / 20, 0.05)))
+    return True
 
 
 def next_round(trial: LotteryTrial, unit: Unit, store: SweepStore | None) -> dict[str, Any]:
@@ -120,6 +197,11 @@ def next_round(trial: LotteryTrial, unit: Unit, store: SweepStore | None) -> dic
         if trunk is None:
             raise RuntimeError(f"trunk {unit.trunk} is not in the sweep's storage")
         return trial.start_from_trunk(trunk)
+    if store is not None and r == 1 and unit.level1_from:
+        level = store.load_level(unit.level1_from, 1)
+        if level is None or "final" not in level:
+            raise RuntimeError(f"ticket {unit.level1_from} has no level 1 in storage")
+        return trial.adopt_level(level["masks"], level["record"], level["curve"], level["final"])
     if store is not None and r > 0 and unit.masks_from:
         level = store.load_level(unit.masks_from, r)
         if level is None:
@@ -132,6 +214,9 @@ def lottery_trainable(config: dict[str, Any]) -> None:
     unit, settings = from_tune_config(config)
     if unit.kind == "trunk":
         trunk_unit(unit, settings)
+        return
+    if unit.kind == "instability":
+        instability_unit(unit, settings)
         return
     ctx = SweepContext(**settings.ctx)
     store = SweepStore(settings.root)
@@ -175,6 +260,16 @@ def lottery_trainable(config: dict[str, Any]) -> None:
         ):  # finished before a restart: Tune still needs its result
             tune.report(report_metrics(trial.state.history[-1], trial))
         while not trial.done:
+            r = trial.state.rounds_done
+            if (
+                shared is not None
+                and unit.masks_from
+                and r > 0
+                and not level_ready(shared, unit, r, settings.level_wait_s)
+            ):
+                tune.report({UNIT_WAITING_KEY: r})
+                run.pause()
+                return
             maybe_inject_fault(key, trial.state.rounds_done)
             t0 = time.perf_counter()
             record = next_round(trial, unit, shared)
@@ -191,6 +286,8 @@ def lottery_trainable(config: dict[str, Any]) -> None:
                 run.set_tags({schema.TAG_ROUND0_UNIT: unit.trunk})
             if record["round"] == 1 and unit.masks_from and shared is not None:
                 run.set_tags({schema.TAG_MASKS_FROM: unit.masks_from})
+            if record["round"] == 1 and unit.level1_from and shared is not None:
+                run.set_tags({schema.TAG_LEVEL1_FROM: unit.level1_from})
             run.log_round(record, curve, epochs_before)
             epochs_before += len(curve)
             log_masks(run, trial)

@@ -240,3 +240,9 @@ for _depth in RESNET_DEPTHS:
     MODELS.register(f"cifar_resnet_{_depth}")(_resnet_builder(_depth))
 for _depth in VGG_PLANS:
     MODELS.register(f"cifar_vgg_{_depth}")(_vgg_builder(_depth))
+
+
+@MODELS.register("logreg")
+def logreg(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression on the flattened image: a convex toy (one linear layer)."""
+    return MLP(input_shape, [], num_classes)

@@ -278,6 +278,11 @@ class TuneSpec:
         "seconds a control that caught up with its ticket waits for the next level before it"
         " gives its slot back (the searcher starts it again once the level exists)",
     )
+    branch_from: Literal["level", "whole"] = doc(
+        "level",
+        "when a control starts: 'level' trains its level r once its ticket's level r exists (one"
+        " level behind); 'whole' waits until the ticket has finished every level (same numbers)",
+    )
 
 
 @dataclass

@@ -351,3 +351,32 @@ def test_sharing_sweep_shares_round_zero_and_the_ticket(tmp_path, quick):
     assert plan.counts() == {"trunk": 1, "ticket": 2, "one_shot": 2, "control": 1}
     # round 0 once, two levels per trial unit but the one-shot baselines' level 1 (their tickets')
     assert plan.epochs == 1 + 5 * 2 - 2 and plan.unshared_epochs == 5 * 1 + 6 * 2
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_branching_sweep_plans_the_critical_paths_its_ratio_assumes(tmp_path, quick):
+    from lth_ray.bench import branches
+    from lth_ray.sweep.plan import build_plan
+
+    rounds = 3
+    spec = branches.branching_ablation(tickets=2, rounds=rounds, epochs=1, quick=quick)
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    trials = expand_trials(load_ablation(path))
+    level, whole = build_plan(trials), build_plan(trials, branch_from="whole")
+    assert level.counts() == whole.counts() == {"trunk": 2, "ticket": 2, "control": 2}
+    assert level.critical_path == 1 + rounds + 1 and whole.critical_path == 1 + 2 * rounds
+    assert level.epochs == whole.epochs == 2 * (1 + 2 * rounds)
+
+
+def test_branching_report_says_what_was_not_measured():
+    from lth_ray.bench import branches
+
+    r = {"tickets": 1, "rounds": 4, "epochs_per_round": 1}
+    r |= {"wall_level_s": 60.0, "wall_whole_s": 90.0, "tune_level_s": 50.0, "tune_whole_s": 80.0}
+    r |= {"wall_ratio": 60 / 90, "tune_ratio": 50 / 80, "planned_ratio": 6 / 9}
+    lines = branches.report_lines(r)
+    assert "wall 0.67, Tune 0.62; planned (critical paths in levels) 0.67" in lines[-1]
+    assert branches.report_lines({"error": "sweep exited with 2"}) == [
+        "not measured: sweep exited with 2"
+    ]

@@ -102,6 +102,7 @@ TYPES = cases(
     "types",
     [
         C("types-lr-word", edit({"train.lr": "fast"}), "train.lr"),
+        C("types-branch-from-word", edit({"tune.branch_from": "ticket"}), "tune.branch_from"),
         C("types-lr-list", edit({"train.lr": [1e-3, 2e-3]}), "train.lr"),
         C("types-lr-mapping", edit({"train.lr": {"value": 1e-3}}), "train.lr"),
         C("types-batch-size-float", edit({"train.batch_size": 50.5}), "train.batch_size"),

@@ -63,6 +63,23 @@ def test_a_control_adds_one_level_to_the_critical_path_not_r():
     assert plan.tune_samples == len(plan.units) + 40 * 15
 
 
+def test_branch_from_whole_makes_a_control_wait_for_its_tickets_last_level():
+    trials = expand_trials(load_ablation(ROOT / "ablations" / "criteria_conv4.yaml"))
+    level, whole = build_plan(trials), build_plan(trials, branch_from="whole")
+    control = next(u for u in whole.units if u.kind == "control")
+    ((ticket, needed),) = control.level_deps
+    assert needed == 15 == control.levels  # starts only once the ticket's level 15 exists
+    assert whole.epochs == level.epochs  # the same work, later
+    assert whole.critical_path == level.critical_path_whole == 26 + 2 * 15 * 25
+    assert "critical path: 776 epochs (branching per level: 426; tune.branch_from: whole)" in (
+        whole.summary()
+    )
+    one_shot = next(u for u in whole.units if u.kind == "one_shot")
+    assert one_shot.level_deps == ((one_shot.level1_from, 1),)  # level 1 still computed once
+    with pytest.raises(ValueError, match="branch_from"):
+        build_plan(trials, branch_from="ticket")
+
+
 def test_a_streaming_unit_yields_and_is_released_when_its_next_level_exists():
     from lth_ray.sweep.plan import Plan
     from lth_ray.sweep.progress import UNIT_WAITING_KEY

@@ -203,8 +203,11 @@ def measure_overhead(
     workdir: str | None = None,
     spec: dict[str, Any] | None = None,
     extra_args: list[str] | None = None,
+    num_cpus: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Run the sweep; returns the overhead summary, or {'skipped': why} / {'error': why}."""
+    """Run the sweep (on a local Ray of `num_cpus` slots, default up to 4, or on the cluster at
+    `address`); returns the overhead summary, or {'skipped': why} / {'error': why}."""
     missing = missing_packages()
     if missing:
         return {"skipped": f"{' and '.join(missing)} not installed here (the sweep needs them)"}
@@ -224,8 +227,11 @@ def measure_overhead(
             uri,
             "--storage",
             str(folder / "tune"),
-            "--num-cpus",
-            str(max(1, min(os.cpu_count() or 1, 4))),
+            *(
+                ["--address", address]
+                if address
+                else ["--num-cpus", str(num_cpus or max(1, min(os.cpu_count() or 1, 4)))]
+            ),
             *(extra_args or []),
         ]
         env = dict(os.environ, LTH_RAY_TMPDIR=os.environ.get("LTH_RAY_TMPDIR", str(folder / "ray")))

@@ -35,7 +35,7 @@ from lth_ray.lottery.data import DataSplits
 from lth_ray.lottery.fit import fit
 from lth_ray.lottery.pruning import Masks, apply_masks
 from lth_ray.lottery.schedule import Steps
-from lth_ray.lottery.train import StateDict, clone_state, evaluate
+from lth_ray.lottery.train import StateDict, evaluate
 from lth_ray.specs import TrainSpec
 
 BN_MODES = ("recompute", "interpolate")
@@ -158,7 +158,7 @@ def train_copy(
         apply_masks(model, on_device)
     if steps[0] > 0:
         fit(model, on_device, data, spec, steps, torch.Generator().manual_seed(noise_seed))
-    return {k: v.detach().to("cpu", copy=True) for k, v in clone_state(model).items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @dataclass

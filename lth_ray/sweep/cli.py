@@ -289,7 +289,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from lth_ray.sweep.plan import build_plan
 
-    plan = build_plan(trials, share=not args.no_share, instability=spec.analysis.instability)
+    plan = build_plan(
+        trials,
+        share=not args.no_share,
+        instability=spec.analysis.instability,
+        branch_from=spec.tune.branch_from,
+    )
     for note in sweep_notes(spec, trials):
         print(note)
     if args.dry_run:
@@ -344,6 +349,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                     f"{plan.critical_path_whole:.0f}"
                 ),
                 f"{schema.TAG_PLAN}.shared": str(plan.shared).lower(),
+                f"{schema.TAG_PLAN}.branch_from": plan.branch_from,
                 schema.TAG_COMMAND: " ".join(
                     ["python -m lth_ray.sweep", *redact_argv(sys.argv[1:])]
                 )[:5000],

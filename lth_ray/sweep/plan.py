@@ -6,7 +6,8 @@
 - a control trains from its ticket's per-level masks instead of recomputing the ticket's whole
   trajectory, and streams behind it: it depends on one level of the ticket (`level_deps`), so its
   level r trains as soon as the ticket's level r is published, one level behind the ticket rather
-  than after all R of them.
+  than after all R of them (`branch_from="whole"` makes it wait for the ticket's last level
+  instead: the same numbers, the longer critical path, kept to measure the difference);
 `searcher.PlanSearcher` hands the units to Ray Tune as soon as what they need has finished, so the
 trials still run packed, retried and resumable; no slot waits while runnable work exists: a unit
 whose next level is not there yet ends its Tune trial (its state is saved after every level) and is
@@ -99,6 +100,7 @@ class Plan:
     unshared_epochs: float  # what the same trials cost when each computes everything itself
     trials: int = 0
     images_per_epoch: int | None = None  # the training set's size, when every trial fixes the same
+    branch_from: str = "level"  # "whole": controls start once their ticket's last level exists
 
     def images(self, epochs: float) -> float | None:
         return None if self.images_per_epoch is None else epochs * self.images_per_epoch
@@ -107,10 +109,13 @@ class Plan:
     def epochs(self) -> float:
         return sum(u.epochs for u in self.units)
 
-    def level_finish(self, streaming: bool = True) -> dict[str, list[float]]:
+    def level_finish(self, streaming: bool | None = None) -> dict[str, list[float]]:
         """Each unit's finish time (in epochs, with a slot for every unit) after its start and
         after each of its levels: [start-done, level 1, ..., level R]; a trunk: [round 0].
-        `streaming=False`: as if a unit waited for the whole of every unit whose levels it needs."""
+        `streaming=False`: as if a unit waited for the whole of every unit whose levels it needs
+        (default: as the plan's `branch_from` says)."""
+        if streaming is None:
+            streaming = self.branch_from == "level"
         units = {u.id: u for u in self.units}
         done: dict[str, list[float]] = {}
 
@@ -145,16 +150,19 @@ class Plan:
             finish(u.id)
         return done
 
+    def level_finish_max(self, streaming: bool | None = None) -> float:
+        return max((t[-1] for t in self.level_finish(streaming).values()), default=0.0)
+
     @property
     def critical_path(self) -> float:
         """The sweep's shortest wall time in epochs with a slot for every unit: its longest chain
         of dependent work (a streaming control adds one level to its ticket, not R)."""
-        return max((t[-1] for t in self.level_finish().values()), default=0.0)
+        return self.level_finish_max()
 
     @property
     def critical_path_whole(self) -> float:
         """The same with every unit waiting for the whole of the units whose levels it needs."""
-        return max((t[-1] for t in self.level_finish(streaming=False).values()), default=0.0)
+        return self.level_finish_max(streaming=False)
 
     @property
     def tune_samples(self) -> int:
@@ -175,10 +183,14 @@ class Plan:
             else f"; planned images: {images:,.0f} (without sharing:"
             f" {self.images(self.unshared_epochs):,.0f})"
         )
+        other = (
+            f"waiting for whole tickets: {self.critical_path_whole:,.0f}"
+            if self.branch_from == "level"
+            else f"branching per level: {self.level_finish_max(True):,.0f}; tune.branch_from: whole"
+        )
         return (
             f"planned epochs: {self.epochs:,.0f} (without sharing: {self.unshared_epochs:,.0f})"
-            f"{seen}; critical path: {self.critical_path:,.0f} epochs"
-            f" (waiting for whole tickets: {self.critical_path_whole:,.0f})"
+            f"{seen}; critical path: {self.critical_path:,.0f} epochs ({other})"
             f"; units: {kinds}; work {mode}"
         )
 
@@ -263,12 +275,18 @@ def instability_units(
 
 
 def build_plan(
-    trials: list[TrialConfig], share: bool = True, instability: InstabilitySpec | None = None
+    trials: list[TrialConfig],
+    share: bool = True,
+    instability: InstabilitySpec | None = None,
+    branch_from: str = "level",
 ) -> Plan:
     """The sweep's units; with an instability analysis (its `at` not empty), its pairs too; the
-    images of an epoch where every trial trains on the same number."""
+    images of an epoch where every trial trains on the same number. `branch_from="whole"`: a
+    control waits for its ticket's last level rather than streaming one level behind it."""
+    if branch_from not in ("level", "whole"):
+        raise ValueError(f"branch_from: expected 'level' or 'whole', got {branch_from!r}")
     analysis = instability if instability is not None and instability.at else None
-    plan = _trial_plan(trials, share, [] if analysis is None else analysis.at)
+    plan = _trial_plan(trials, share, [] if analysis is None else analysis.at, branch_from)
     if analysis is not None:
         pairs, unshared = instability_units(trials, analysis, share)
         plan.units += pairs
@@ -282,10 +300,14 @@ def build_plan(
         for u in plan.units
     ]
     sizes = {train_size(t.dataset) for t in trials}
-    return dataclasses.replace(plan, images_per_epoch=sizes.pop() if len(sizes) == 1 else None)
+    return dataclasses.replace(
+        plan, images_per_epoch=sizes.pop() if len(sizes) == 1 else None, branch_from=branch_from
+    )
 
 
-def _trial_plan(trials: list[TrialConfig], share: bool, extra_rewinds: list[str]) -> Plan:
+def _trial_plan(
+    trials: list[TrialConfig], share: bool, extra_rewinds: list[str], branch_from: str = "level"
+) -> Plan:
     unshared = 0.0
     for t in trials:
         first, later = round_epochs(t)
@@ -326,7 +348,8 @@ def _trial_plan(trials: list[TrialConfig], share: bool, extra_rewinds: list[str]
             ticket_key = keys.get(identity(_ticket_of(t)))
             if ticket_key is not None:  # level r needs the ticket's level r: it streams behind
                 masks_from = ticket_key
-                level_deps = ((ticket_key, 1),) if t.prune.rounds else ()
+                first_needed = 1 if branch_from == "level" else t.prune.rounds
+                level_deps = ((ticket_key, first_needed),) if t.prune.rounds else ()
                 epochs = t.prune.rounds * later
             else:  # its ticket is not in this sweep: the control computes it too
                 epochs = t.prune.rounds * later * 2

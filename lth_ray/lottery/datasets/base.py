@@ -92,3 +92,14 @@ def download_error(what: str, root: Path, exc: BaseException) -> DatasetError:
         f"Downloading {what} into dataset.root = {_where(root)} failed: {type(exc).__name__}: {exc}"
     )
     return DatasetError("\n".join([head, *_options(download=False, jpeg_hint=True)]))
+
+
+def torchvision_download(what: str, root: Path, dataset: str) -> None:
+    """torchvision's own download of `dataset` (a class of torchvision.datasets) into `root`; its
+    many network errors become one DatasetError that says what to do offline."""
+    try:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, dataset)(str(root), train=True, download=True)
+    except Exception as e:  # network errors come in many types
+        raise download_error(what, root, e) from e

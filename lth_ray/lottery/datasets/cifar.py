@@ -23,8 +23,8 @@ from lth_ray.lottery.datasets.base import (
     DataShape,
     RawData,
     cached,
-    download_error,
     missing_error,
+    torchvision_download,
 )
 from lth_ray.specs import DatasetSpec
 
@@ -108,12 +108,7 @@ def load_cifar10(spec: DatasetSpec) -> RawData:
     root = Path(spec.root).expanduser()
     d = _batch_dir(root)
     if d is None and spec.download:
-        try:
-            from torchvision.datasets import CIFAR10
-
-            CIFAR10(str(root), train=True, download=True)
-        except Exception as e:  # network errors come in many types
-            raise download_error("CIFAR-10", root, e) from e
+        torchvision_download("CIFAR-10", root, "CIFAR10")
         d = _batch_dir(root)
     if d is None:
         have = [f for f in FILES if (root / FOLDER / f).is_file()]

@@ -15,8 +15,8 @@ from lth_ray.lottery.datasets.base import (
     DataShape,
     RawData,
     cached,
-    download_error,
     missing_error,
+    torchvision_download,
 )
 from lth_ray.specs import DatasetSpec
 
@@ -82,12 +82,7 @@ def _make(tv_name: str, title: str, classes: list[str]):
         root = Path(spec.root).expanduser()
         found = _locate(root, tv_name)
         if found is None and spec.download:
-            try:
-                import torchvision.datasets as tvd
-
-                getattr(tvd, tv_name)(str(root), train=True, download=True)
-            except Exception as e:  # network errors come in many types
-                raise download_error(title, root, e) from e
+            torchvision_download(title, root, tv_name)
             found = _locate(root, tv_name)
         if found is None:
             names = ", ".join(f"{n}[.gz]" for n in FILES.values())

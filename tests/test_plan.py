@@ -80,6 +80,42 @@ def test_branch_from_whole_makes_a_control_wait_for_its_tickets_last_level():
         build_plan(trials, branch_from="ticket")
 
 
+def test_the_searcher_keeps_its_state_in_the_storage_and_a_resume_continues_from_it(tmp_path):
+    from lth_ray.sweep.plan import Plan
+    from lth_ray.sweep.searcher import PlanChangedError
+    from lth_ray.sweep.store import SweepStore
+
+    units = [
+        Unit("trunk", "trunk", {}),
+        Unit("ticket", "ticket", {}, ("trunk",), levels=2),
+        Unit("control", "control", {}, ("trunk",), level_deps=(("ticket", 1),), levels=2),
+    ]
+    settings = SweepSettings(ctx={}, threads=1, root=str(tmp_path), shared=True)
+    plan = Plan(units, True, 0.0)
+    assert PlanSearcher.resumed(plan, settings, str(tmp_path)) is None  # nothing kept yet
+    s = PlanSearcher(plan, settings, str(tmp_path))
+    s.suggest("t1")
+    s.on_trial_complete("t1")  # the trunk
+    s.suggest("t2")
+    s.on_trial_result("t2", {"rounds_done": 2})  # the ticket's level 1
+    s.suggest("t3")
+    s.on_trial_complete("t3", error=True)  # the control died for good; the driver dies next
+    kept = SweepStore(str(tmp_path)).load_searcher()
+    assert kept["done"] == ["trunk"] and kept["levels"] == {"ticket": 1}
+    again = PlanSearcher.resumed(plan, settings, str(tmp_path))
+    assert again.done == {"trunk"} and not again.failed and not again.issued
+    assert again.trials_done() == 0
+    released = [again.suggest(t)["unit"]["id"] for t in ("n1", "n2")]
+    assert released == ["ticket", "control"]  # the running ticket and the failed control again
+    again.on_trial_complete("n1")
+    assert again.trials_done() == 1
+    changed = Plan([*units[:2], Unit("control", "control", {"seed": 1}, ("trunk",))], True, 0.0)
+    with pytest.raises(PlanChangedError, match="unit control is not configured as before"):
+        PlanSearcher.resumed(changed, settings, str(tmp_path))
+    with pytest.raises(PlanChangedError, match="in one plan only"):
+        PlanSearcher.resumed(Plan(units[:2], True, 0.0), settings, str(tmp_path))
+
+
 def test_a_streaming_unit_yields_and_is_released_when_its_next_level_exists():
     from lth_ray.sweep.plan import Plan
     from lth_ray.sweep.progress import UNIT_WAITING_KEY

@@ -309,6 +309,11 @@ def test_interrupted_sweep_resumes_only_unfinished(workdir):
     # status) when interrupted: it is unfinished and may redo that round; MLflow still gets it once.
     assert done_before and len(done_before) < 8
 
+    # nothing Ray Tune pickled is read back on --resume: spoil every pickle of the interrupted run
+    pickles = list((workdir / "ray_results").rglob("*.pkl"))
+    assert pickles
+    for f in pickles:
+        f.write_bytes(b"not a pickle: a resume that unpickled this would fail")
     resumed = resume_cli(args, env, workdir)
     for key in done_before:  # finished trials did not train again
         assert f"] {key} round" not in resumed.stdout, (key, text, resumed.stdout)

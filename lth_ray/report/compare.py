@@ -41,16 +41,8 @@ ALPHA = 1 - CONFIDENCE
 POWER = 0.8
 DEFAULT_MARGIN_PP = 1.0
 QUESTIONS = ("control", "criterion", "schedule", "axis")  # primary families; "dense": see below
-COLUMNS = [
-    "kind",
-    "comparison",
-    "a",
-    "b",
-    "group",
-    "round",
-    "weights_remaining_pct",
-    "n",
-    "n_not_reached",
+_WHAT = ["kind", "comparison", "a", "b", "group"]
+_STATS = [
     "mean_diff_pp",
     "sd_pp",
     "ci_low_pp",
@@ -64,29 +56,11 @@ COLUMNS = [
     "mdd_pp",
     "call",
 ]
+COLUMNS = [*_WHAT, "round", "weights_remaining_pct", "n", "n_not_reached", *_STATS]
 PRIMARY_COLUMNS = [
-    "kind",
-    "comparison",
-    "a",
-    "b",
-    "group",
-    "range_high_pct",
-    "range_low_pct",
-    "range_narrowed",
-    "levels",
-    "n",
-    "mean_diff_pp",
-    "sd_pp",
-    "ci_low_pp",
-    "ci_high_pp",
-    "t",
-    "p",
-    "m",
-    "p_adj",
-    "ci_adj_low_pp",
-    "ci_adj_high_pp",
-    "mdd_pp",
-    "call",
+    *_WHAT,
+    *("range_high_pct", "range_low_pct", "range_narrowed", "levels", "n"),
+    *_STATS,
 ]
 
 

@@ -396,10 +396,11 @@ def run_tune(
     if note:
         print(note)
     progress = sweep_progress(args, spec, trials, ctx, tracking_uri, gpu, local)
-    tuner = make_tuner(args, spec, ctx, plan, gpu, progress)
-    if tuner is None:
+    made = make_tuner(args, spec, ctx, plan, gpu, progress)
+    if made is None:
         ray.shutdown()
         return EXIT_CONFIG
+    tuner, done_before = made
     t0 = time.monotonic()
     try:
         results = tuner.fit()
@@ -415,7 +416,7 @@ def run_tune(
         return EXIT_CONFIG
     except KeyboardInterrupt:
         results = None
-    complete = complete_trials(results)
+    complete = done_before + complete_trials(results)
     print(f"{complete}/{len(trials)} trials complete in {time.monotonic() - t0:.1f} s")
     ray.shutdown()
     return finish(args, ctx, tracking_uri, len(trials) - complete, interrupted=results is None)
@@ -463,30 +464,18 @@ def make_tuner(
     gpu: float,
     progress,
 ):
-    """A new Tuner fed by the plan's searcher, or the interrupted one restored (--resume); None
-    (with the error printed) when there is nothing to restore."""
+    """A new Tuner fed by the plan's searcher, and the trials finished before it: none for a new
+    sweep; for `--resume`, a new Tune experiment whose searcher continues from the state the sweep
+    keeps in its storage (units done stay done, every other unit continues from its own saved
+    state; Ray Tune's pickled experiment files are never read). None (with the error printed)
+    when there is nothing to resume or the plan changed."""
     from ray import tune
 
+    from lth_ray.sweep.searcher import PlanChangedError
     from lth_ray.sweep.trainable import lottery_trainable
 
     trainable = tune.with_resources(lottery_trainable, {"cpu": spec.resources.cpu, "gpu": gpu})
     store = SweepStore.of_sweep(args.storage, spec.name, ctx.sweep_id)
-    if args.resume:
-        if not tune.Tuner.can_restore(store.root):
-            print(
-                f"error: no Tune state to resume at {store.root} (is --storage the same as before?)",
-                file=sys.stderr,
-            )
-            return None
-        tuner = tune.Tuner.restore(
-            store.root, trainable, resume_unfinished=True, resume_errored=True
-        )
-        try:  # Tuner.restore keeps the old run config; put our progress callback back in
-            tuner._local_tuner._run_config.callbacks = [progress]
-        except AttributeError:
-            pass
-        set_sweep_status(ctx, "RUNNING")
-        return tuner
     settings = SweepSettings(
         ctx=ctx.to_dict(),
         threads=max(1, int(spec.resources.cpu)),
@@ -495,10 +484,30 @@ def make_tuner(
         plugins=[p.to_dict() for p in plugins_of(spec, args.ablation)],
         level_wait_s=float(spec.tune.level_wait_s),
     )
-    return tune.Tuner(
+    name, before = ctx.sweep_id, 0
+    if args.resume:
+        try:
+            searcher = PlanSearcher.resumed(plan, settings, store.root)
+        except PlanChangedError as e:
+            print(f"error: {args.ablation}: {e}", file=sys.stderr)
+            return None
+        if searcher is None:
+            print(
+                f"error: no sweep state to resume at {store.root} (is --storage the same as"
+                " before?)",
+                file=sys.stderr,
+            )
+            return None
+        before = searcher.trials_done()
+        name = f"{ctx.sweep_id}.resumed-{time.strftime('%Y%m%d-%H%M%S')}"
+        set_sweep_status(ctx, "RUNNING")
+    else:
+        searcher = PlanSearcher(plan, settings, store.root)
+        searcher.save_state_now()  # so that a driver killed before any unit ends can --resume
+    tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=PlanSearcher(plan, settings),
+            search_alg=searcher,
             num_samples=plan.tune_samples,
             max_concurrent_trials=spec.tune.max_concurrent or None,
             reuse_actors=spec.tune.reuse_actors,
@@ -506,13 +515,14 @@ def make_tuner(
             trial_dirname_creator=unit_name,
         ),
         run_config=tune.RunConfig(
-            name=ctx.sweep_id,
+            name=name,
             storage_path=experiment_root(args.storage, spec.name),
             failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
             verbose=0,
             callbacks=[progress],
         ),
     )
+    return tuner, before
 
 
 def complete_trials(results) -> int:

@@ -6,7 +6,12 @@ A unit that streams behind another (a control behind its ticket) is released whe
 first level it needs exists. When it catches up with its source it ends its Tune trial, saying
 which level it waits for, and is released again (a new Tune trial, `part` n) once that level is
 published: waiting holds no slot, and so no GPU. The searcher learns of published levels from the
-source's results (`rounds_done` after each saved and published level)."""
+source's results (`rounds_done` after each saved and published level).
+
+With a `SweepStore` root it keeps its state there too (JSON types in `safe_io`'s format), written
+whenever a unit finishes or publishes a level. `resumed` builds the searcher of a `--resume` from
+it: the units done stay done, the ones that failed or were running are released again (each
+continues from its own saved state), and Tune's pickled experiment files are never needed."""
 
 from __future__ import annotations
 
@@ -19,14 +24,22 @@ from ray.tune.search import Searcher
 from lth_ray.lottery.safe_io import UnsafeStateError
 from lth_ray.sweep.plan import Plan, SweepSettings, Unit, tune_config
 from lth_ray.sweep.progress import UNIT_WAITING_KEY
+from lth_ray.sweep.store import SweepStore
+
+TRIAL_KINDS = ("ticket", "one_shot", "control")  # units that are trials of the sweep
+
+
+class PlanChangedError(ValueError):
+    """--resume with an ablation whose plan is not the one the sweep started with."""
 
 
 class PlanSearcher(Searcher):
     """Releases each unit to Tune once every unit it depends on has finished (after Tune's own
     retries); a unit whose dependency failed for good is never started."""
 
-    def __init__(self, plan: Plan, settings: SweepSettings) -> None:
+    def __init__(self, plan: Plan, settings: SweepSettings, store_root: str | None = None) -> None:
         super().__init__()
+        self.store_root = store_root  # where the state is kept (None: only Tune's checkpoints)
         self.units = {u.id: u for u in plan.units}
         self.order = [u.id for u in plan.units]
         self.settings = settings
@@ -71,11 +84,17 @@ class PlanSearcher(Searcher):
             waiting = True
         return None if waiting else Searcher.FINISHED
 
+    def save_state_now(self) -> None:
+        if self.store_root is not None:
+            SweepStore(self.store_root).save_searcher(self.get_state())
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         uid = self.issued.get(trial_id)
         if uid is not None and "rounds_done" in result:
             level = int(result["rounds_done"]) - 1
-            self.levels[uid] = max(self.levels.get(uid, -1), level)
+            if level > self.levels.get(uid, -1):
+                self.levels[uid] = level
+                self.save_state_now()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         uid = self.issued.get(trial_id)
@@ -89,6 +108,40 @@ class PlanSearcher(Searcher):
         else:
             self.done.add(uid)
             self.failed.discard(uid)
+        self.save_state_now()
+
+    @classmethod
+    def resumed(cls, plan: Plan, settings: SweepSettings, store_root: str) -> PlanSearcher | None:
+        """The searcher of a resumed sweep, from the state in its storage (None: there is none).
+        Raises PlanChangedError when `plan` is not the plan the sweep started with."""
+        state = SweepStore(store_root).load_searcher()
+        if state is None:
+            return None
+        saved = [Unit.from_dict(u).to_dict() for u in state["units"]]
+        now = [u.to_dict() for u in plan.units]
+        if saved != now:
+            ids = {u["id"] for u in saved} ^ {u["id"] for u in now}
+            first = next((a["id"] for a, b in zip(saved, now) if a != b), None)
+            what = (
+                f"units {', '.join(sorted(ids)[:3])} are in one plan only"
+                if ids
+                else f"unit {first} is not configured as before"
+            )
+            raise PlanChangedError(
+                f"the ablation does not give the plan the sweep started with ({what}); resume"
+                " with the same ablation file and --set options as the sweep was started with"
+            )
+        searcher = cls(plan, settings, store_root)
+        searcher.set_state(state)
+        searcher.settings = settings
+        # Tune trial ids belong to the old experiment; failed units get another chance, as units
+        # that were running do: each continues from its own saved state
+        searcher.issued, searcher.ended, searcher.failed = {}, set(), set()
+        return searcher
+
+    def trials_done(self) -> int:
+        """Trial units (tickets, baselines, controls) finished: before a resume, or in this run."""
+        return sum(self.units[u].kind in TRIAL_KINDS for u in self.done)
 
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state as JSON: nothing read back from the storage can run code."""

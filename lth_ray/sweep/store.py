@@ -5,7 +5,10 @@
   driver followed by `--resume`) continues after the newest round it finished, and a round in MLflow
   is never trained again;
 - what shared units hand on: a trunk's dense round 0 (`units/<trunk>.pt`) and a ticket's mask and
-  record at every level (`units/<ticket>/round_XX.pt`) for its controls.
+  record at every level (`units/<ticket>/round_XX.pt`) for its controls;
+- the searcher's state (`searcher.pt`), written by the driver whenever a unit finishes or publishes
+  a level: `--resume` starts a new Tune experiment from it, so none of Ray Tune's own (pickled)
+  experiment files is ever read back.
 """
 
 from __future__ import annotations
@@ -65,11 +68,19 @@ class SweepStore:
     <root>/trial_state/<trial key>.pt     a trial's resumable state
     <root>/units/<trunk id>.pt            a trunk's dense round 0
     <root>/units/<ticket>/round_XX.pt     a ticket's mask and record at level XX
+    <root>/searcher.pt                    the searcher's state: units done, levels published
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self._states, self._units = Store(f"{root}/trial_state"), Store(f"{root}/units")
+        self._sweep = Store(root)
+
+    def load_searcher(self) -> dict[str, Any] | None:
+        return self._sweep.load("searcher.pt")
+
+    def save_searcher(self, state: dict[str, Any]) -> None:
+        self._sweep.save("searcher.pt", state)
 
     @classmethod
     def of_sweep(cls, storage: str, ablation: str, sweep_id: str) -> SweepStore:

@@ -8,7 +8,11 @@ verdict line.
 - the verdict: a (k, level) is stable when the upper bound of its 95% interval is below the
   threshold, unstable when the lower bound is above it, otherwise inconclusive; "stable from k" is
   the earliest analysed k from which every later analysed k is stable too. The intervals are per
-  (k, level) and not adjusted for the number of k and levels looked at.
+  (k, level), unadjusted, and the status uses the same interval. "Stable from k" asserts that every
+  analysed k from there on is stable: an intersection-union claim, wrong only if the latest truly
+  unstable k among them is called stable, so its error rate is that of one interval (2.5%, one
+  side) and needs no adjustment for the number of k. Each level is a claim of its own, not
+  adjusted for the number of levels.
 """
 
 from __future__ import annotations
@@ -243,8 +247,12 @@ def write(report: InstabilityReport, out: Path) -> tuple[list[Path], str]:
             "## Instability analysis (linear mode connectivity)",
             "",
             "Instability = max over the path of the test error minus the mean of the two ends, in"
-            " percentage points; 95% t-intervals across seeds per (k, level), not adjusted for the"
-            " number of k and levels.",
+            " percentage points; 95% t-intervals across seeds per (k, level), unadjusted. A (k,"
+            " level) is stable when its interval lies below the threshold, unstable when above it,"
+            ' else inconclusive. "Stable from k" says every analysed k from there on is stable:'
+            " it is wrong only if the latest truly unstable one is called stable, so its error"
+            " rate is that of one interval and no adjustment for the number of k is needed; each"
+            " level is a claim of its own.",
             "",
             *[f"- {line}" for line in report.lines],
             "",

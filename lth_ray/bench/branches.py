@@ -29,7 +29,8 @@ def branching_ablation(tickets: int, rounds: int, epochs: int, quick: bool) -> d
     spec["description"] = "lth_ray.bench.branches: per-level branches vs whole tickets"
     spec["controls"] = {"kinds": ["reinit"], "criteria": ["magnitude"]}
     spec["tune"] = {}
-    if not quick:  # a level of a few seconds on one core: well above Tune's per-trial costs
+    if not quick:  # a larger net and data than quick; a level still takes under a second on
+        # one core at 1 epoch, below Tune's per-trial costs: raise --epochs for longer levels
         spec["dataset"].update(synthetic_train=3000, synthetic_test=500, val_size=500)
         spec["model"].update(arch="conv2", width=0.25)
     return spec

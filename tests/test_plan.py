@@ -80,10 +80,12 @@ def test_branch_from_whole_makes_a_control_wait_for_its_tickets_last_level():
         build_plan(trials, branch_from="ticket")
 
 
-def test_the_searcher_keeps_its_state_in_the_storage_and_a_resume_continues_from_it(tmp_path):
+def test_the_searcher_keeps_its_state_in_the_storage_and_a_resume_continues_from_it(
+    tmp_path, monkeypatch
+):
     from lth_ray.sweep.plan import Plan
     from lth_ray.sweep.searcher import PlanChangedError
-    from lth_ray.sweep.store import SweepStore
+    from lth_ray.sweep.store import Store, SweepStore
 
     units = [
         Unit("trunk", "trunk", {}),
@@ -93,6 +95,14 @@ def test_the_searcher_keeps_its_state_in_the_storage_and_a_resume_continues_from
     settings = SweepSettings(ctx={}, threads=1, root=str(tmp_path), shared=True)
     plan = Plan(units, True, 0.0)
     assert PlanSearcher.resumed(plan, settings, str(tmp_path)) is None  # nothing kept yet
+    plan_writes = []
+    save_plan = SweepStore.save_searcher_plan
+
+    def counted(self, state):
+        plan_writes.append([u["id"] for u in state["units"]])
+        save_plan(self, state)
+
+    monkeypatch.setattr(SweepStore, "save_searcher_plan", counted)
     s = PlanSearcher(plan, settings, str(tmp_path))
     s.suggest("t1")
     s.on_trial_complete("t1")  # the trunk
@@ -102,6 +112,11 @@ def test_the_searcher_keeps_its_state_in_the_storage_and_a_resume_continues_from
     s.on_trial_complete("t3", error=True)  # the control died for good; the driver dies next
     kept = SweepStore(str(tmp_path)).load_searcher()
     assert kept["done"] == ["trunk"] and kept["levels"] == {"ticket": 1}
+    # the units are written once, before the first release; each event rewrites only the progress
+    assert plan_writes == [[u.id for u in units]]
+    progress = Store(str(tmp_path)).load("searcher.pt")
+    assert "units" not in progress and "settings" not in progress
+    assert progress["failed"] == ["control"]
     again = PlanSearcher.resumed(plan, settings, str(tmp_path))
     assert again.done == {"trunk"} and not again.failed and not again.issued
     assert again.trials_done() == 0

@@ -8,8 +8,9 @@ which level it waits for, and is released again (a new Tune trial, `part` n) onc
 published: waiting holds no slot, and so no GPU. The searcher learns of published levels from the
 source's results (`rounds_done` after each saved and published level).
 
-With a `SweepStore` root it keeps its state there too (JSON types in `safe_io`'s format), written
-whenever a unit finishes or publishes a level. `resumed` builds the searcher of a `--resume` from
+With a `SweepStore` root it keeps its state there too (JSON types in `safe_io`'s format): the
+units and settings once, before the first release, and what happened to them (a few KB) whenever
+a unit finishes or publishes a level, so a long sweep does not rewrite its whole plan per event. `resumed` builds the searcher of a `--resume` from
 it: the units done stay done, the ones that failed or were running are released again (each
 continues from its own saved state), and Tune's pickled experiment files are never needed."""
 
@@ -50,6 +51,7 @@ class PlanSearcher(Searcher):
         self.waits: dict[str, int] = {}  # a streaming unit that stopped -> the level it waits for
         self.ended: set[str] = set()  # Tune trials that ended waiting
         self.parts: dict[str, int] = {}  # unit -> Tune trials issued for it
+        self._plan_kept = False  # the static part is in the storage
 
     def _sources(self, uid: str) -> list[str]:
         return [*self.units[uid].deps, *(src for src, _ in self.units[uid].level_deps)]
@@ -85,8 +87,13 @@ class PlanSearcher(Searcher):
         return None if waiting else Searcher.FINISHED
 
     def save_state_now(self) -> None:
-        if self.store_root is not None:
-            SweepStore(self.store_root).save_searcher(self.get_state())
+        if self.store_root is None:
+            return
+        store = SweepStore(self.store_root)
+        if not self._plan_kept:
+            store.save_searcher_plan(self._plan_state())
+            self._plan_kept = True
+        store.save_searcher(self._progress_state())
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         uid = self.issued.get(trial_id)
@@ -134,6 +141,7 @@ class PlanSearcher(Searcher):
         searcher = cls(plan, settings, store_root)
         searcher.set_state(state)
         searcher.settings = settings
+        searcher._plan_kept = dataclasses.asdict(settings) == state["settings"]
         # Tune trial ids belong to the old experiment; failed units get another chance, as units
         # that were running do: each continues from its own saved state
         searcher.issued, searcher.ended, searcher.failed = {}, set(), set()
@@ -160,9 +168,16 @@ class PlanSearcher(Searcher):
         self.set_state(state)
 
     def get_state(self) -> dict[str, Any]:
+        return {**self._plan_state(), **self._progress_state()}
+
+    def _plan_state(self) -> dict[str, Any]:
         return {
             "units": [self.units[uid].to_dict() for uid in self.order],
             "settings": dataclasses.asdict(self.settings),
+        }
+
+    def _progress_state(self) -> dict[str, Any]:
+        return {
             "issued": self.issued,
             "done": sorted(self.done),
             "failed": sorted(self.failed),

@@ -6,9 +6,10 @@
   is never trained again;
 - what shared units hand on: a trunk's dense round 0 (`units/<trunk>.pt`) and a ticket's mask and
   record at every level (`units/<ticket>/round_XX.pt`) for its controls;
-- the searcher's state (`searcher.pt`), written by the driver whenever a unit finishes or publishes
-  a level: `--resume` starts a new Tune experiment from it, so none of Ray Tune's own (pickled)
-  experiment files is ever read back.
+- the searcher's state: the plan it releases (`searcher_plan.pt`, written once) and what has
+  happened to it (`searcher.pt`, a few KB written by the driver whenever a unit finishes or
+  publishes a level): `--resume` starts a new Tune experiment from it, so none of Ray Tune's own
+  (pickled) experiment files is ever read back.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class SweepStore:
     <root>/trial_state/<trial key>.pt     a trial's resumable state
     <root>/units/<trunk id>.pt            a trunk's dense round 0
     <root>/units/<ticket>/round_XX.pt     a ticket's mask and record at level XX
-    <root>/searcher.pt                    the searcher's state: units done, levels published
+    <root>/searcher_plan.pt               the searcher's units and settings, written once
+    <root>/searcher.pt                    what happened to them: units done, levels published
     """
 
     def __init__(self, root: str) -> None:
@@ -77,10 +79,17 @@ class SweepStore:
         self._sweep = Store(root)
 
     def load_searcher(self) -> dict[str, Any] | None:
-        return self._sweep.load("searcher.pt")
+        """The searcher's whole state (its plan and its progress), None when either part is missing."""
+        plan, progress = self._sweep.load("searcher_plan.pt"), self._sweep.load("searcher.pt")
+        if plan is None or progress is None:
+            return None
+        return {**plan, **progress}
 
-    def save_searcher(self, state: dict[str, Any]) -> None:
-        self._sweep.save("searcher.pt", state)
+    def save_searcher_plan(self, plan: dict[str, Any]) -> None:
+        self._sweep.save("searcher_plan.pt", plan)
+
+    def save_searcher(self, progress: dict[str, Any]) -> None:
+        self._sweep.save("searcher.pt", progress)
 
     @classmethod
     def of_sweep(cls, storage: str, ablation: str, sweep_id: str) -> SweepStore:

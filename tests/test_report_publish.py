@@ -23,6 +23,7 @@ def test_publish_writes_the_folder_and_the_readme_block(tmp_path):
             "--ablation", str(ROOT / "ablations" / "smoke.yaml"), "--out", str(out),
             "--command", "python -m lth_ray.sweep ablations/abl.yaml", "--readme", str(readme),
             "--allow-unclean",  # these synthetic sweeps record no code state
+            "--note", "two jobs shared the cores", "--margin", "0.5",
         ]
     )  # fmt: skip
     assert rc == 0
@@ -32,6 +33,10 @@ def test_publish_writes_the_folder_and_the_readme_block(tmp_path):
     assert not list(out.glob("*.svg"))
     run = (out / "run.md").read_text()
     assert "python -m lth_ray.sweep ablations/abl.yaml" in run and "CPU cores" in run
+    # run.md's publish command is this invocation, every option in it, quoted as a shell reads it
+    cmd = next(ln for ln in run.splitlines() if ln.startswith("- Report and this folder"))
+    assert "--note 'two jobs shared the cores' --margin 0.5" in cmd and "--allow-unclean" in cmd
+    assert "- two jobs shared the cores" in run
     text = readme.read_text()
     assert "old text" not in text and text.startswith("# title") and text.endswith("after\n")
     summary = (out / "summary.md").read_text()

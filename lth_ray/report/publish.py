@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -124,6 +125,15 @@ def readme_block(
     )
 
 
+def publish_command(argv: list[str], uri: str, command: str) -> str:
+    """This invocation as a reader re-runs it: every option given (the notes and statistics
+    options included), with the tracking URI and sweep command it resolved to made explicit."""
+    given = {a.split("=", 1)[0] for a in argv}
+    extra = [] if "--tracking-uri" in given else ["--tracking-uri", uri]
+    extra += [] if "--command" in given else ["--command", command]
+    return shlex.join(["python", "-m", "lth_ray.report.publish", *argv, *extra])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lth_ray.report.publish", description=__doc__)
     ap.add_argument("--tracking-uri")
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         help="publish although the code is dirty or not the code the sweep ran (run.md says so)",
     )
     add_statistics_options(ap)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
 
     uri = schema.resolve_tracking_uri(args.tracking_uri)
@@ -182,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     wall, started = sweep_times(client, ids)
     commands = [p.data.tags.get(schema.TAG_COMMAND) for p in parents if p.info.run_id in ids]
     args.command = args.command or next((c for c in commands if c), "(not recorded)")
-    report_cmd = (
-        f"python -m lth_ray.report.publish --tracking-uri {args.tracking_uri or uri} "
-        f"--experiment {args.experiment} --ablation {args.ablation} --out {args.out} "
-        f'--command "{args.command}"' + (f" --readme {args.readme}" if args.readme else "")
-    )
+    report_cmd = publish_command(argv, uri, args.command)
     n = report.trials["trial"].nunique()
     (out / "run.md").write_text(
         "\n".join(

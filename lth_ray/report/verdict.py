@@ -136,9 +136,9 @@ def breakdown(ni: pd.DataFrame, series: pd.DataFrame, margin_pp: float) -> str:
         alone = s[s["noninferior"] & ~s["matches"]]
         if len(alone):
             text += (
-                f"; after that, within the margin at {len(alone)} of {len(fail) - 1} sparser levels"
-                f" taken one by one ({level_list(alone['weights_remaining_pct'])}; not part of"
-                " the sequence)"
+                f"; the lower bound clears −{margin_pp:g} pp again at {len(alone)} of"
+                f" {len(fail) - 1} sparser levels ({level_list(alone['weights_remaining_pct'])}),"
+                " which is not claimed: the fixed sequence stops at its first failure"
             )
     tested = series[series["n"] >= 2].sort_values("round")
     below, above = tested[tested["call"] == "worse"], tested[tested["call"] == "better"]

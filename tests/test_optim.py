@@ -333,3 +333,39 @@ def test_momentum_and_weight_decay_never_resurrect_a_pruned_weight():
     assert bool((layer.weight[~mask] == 0).all())
     assert bool((opt.state[layer.weight]["momentum_buffer"][~mask] == 0).all())
     assert bool((layer.weight[mask] != 0).all())
+
+
+@pytest.mark.parametrize("eps", [1e-7, 1e-8, 1e-10])
+def test_the_fast_cpu_sqrt_gives_the_same_floats_as_the_plain_one(eps):
+    """Second moments that are 0 (pruned weights), subnormal or normal: sqrt(v) + eps unchanged."""
+    from lth_ray.lottery.optim import _sqrt_plus
+
+    tiny = torch.finfo(torch.float32).tiny
+    special = torch.tensor([0.0, tiny / 8, tiny / 2, tiny, 1e-37, 1e-30, 1e-20, 1e-12, 1.0])
+    v = torch.cat([special, torch.rand(10_000) * 10.0 ** torch.randint(-45, 2, (10_000,))])
+    v[::3] = 0.0
+    fast, plain = _sqrt_plus(v, eps), v.sqrt().add_(eps)
+    assert torch.equal(fast.view(torch.int32), plain.view(torch.int32))  # bit for bit
+
+
+def test_keras_adam_steps_of_a_masked_weight_equal_the_plain_formula_bit_for_bit():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(64, 32))
+    mask = (torch.rand(64, 32) > 0.5).float()
+    with torch.no_grad():
+        w.mul_(mask)
+    ref = w.detach().clone()
+    m, v = torch.zeros_like(ref), torch.zeros_like(ref)
+    opt = KerasAdam([w], lr=1e-3, eps=1e-7)
+    b1, b2 = 0.9, 0.999
+    for t in range(1, 6):
+        g = torch.randn(64, 32) * 1e-3 * mask
+        w.grad = g.clone()
+        opt.step()
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        step = torch.tensor(float(t))
+        lr_t = (1.0 - torch.pow(b2, step)).sqrt_().div_(1.0 - torch.pow(b1, step)).mul_(1e-3)
+        ref.sub_(m.div(v.sqrt().add_(1e-7)).mul_(lr_t))
+        assert torch.equal(w.detach(), ref), t
+    assert torch.all(w.detach()[mask == 0] == 0)

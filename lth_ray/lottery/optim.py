@@ -93,8 +93,26 @@ class KerasAdam(torch.optim.Optimizer):
                 # lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), a device scalar: no host sync
                 lr_t = (1.0 - torch.pow(beta2, step)).sqrt_().div_(1.0 - torch.pow(beta1, step))
                 lr_t.mul_(lr)
-                p.sub_(exp_avg.div(exp_avg_sq.sqrt().add_(eps)).mul_(lr_t))
+                p.sub_(exp_avg.div(_sqrt_plus(exp_avg_sq, eps)).mul_(lr_t))
         return loss
+
+
+# sqrt of the smallest normal float32: below half an ulp of any eps >= 1e-10 (about eps * 6e-8)
+_TINY = torch.finfo(torch.float32).tiny
+_CLAMP_EPS = 1e-10
+
+
+def _sqrt_plus(v: torch.Tensor, eps: float) -> torch.Tensor:
+    """sqrt(v) + eps, bit for bit, but fast on the CPU when v holds zeros or subnormals.
+
+    A pruned weight's second moment stays exactly 0, and torch's CPU sqrt takes a slow path on 0
+    (and on subnormals): about 7x slower per element, which made a masked round ~1.5x a dense one.
+    Raising v to the smallest normal float first changes sqrt(v) by under 1.1e-19, which adding
+    eps >= 1e-10 rounds away (half an ulp of eps is larger), so the sum is the same float.
+    """
+    if v.device.type == "cpu" and eps >= _CLAMP_EPS and v.dtype == torch.float32:
+        return v.clamp_min(_TINY).sqrt_().add_(eps)
+    return v.sqrt().add_(eps)
 
 
 class ScheduledSGD(torch.optim.Optimizer):

@@ -39,8 +39,10 @@ def published_trials(folder: Path) -> pd.DataFrame:
     path = folder / "trials.csv"
     if not path.is_file():
         raise SystemExit(f"{folder}: no trials.csv (a folder written by lth_ray.report.publish)")
-    # round_trip: the parser that reads back exactly the float64 that was written
-    return pd.read_csv(path, float_precision="round_trip")
+    # the float64 that was written, exactly: pandas >= 3 parses so by default (and deprecates the
+    # option); before it, only the round_trip parser did
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    return pd.read_csv(path, **exact)
 
 
 def ablation_file(folder: Path, given: str | None) -> Path:

@@ -373,3 +373,29 @@ def test_streaming_controls_and_instability_pairs_change_no_number(workdir, monk
     table = pd.read_csv(workdir / "report" / "instability.csv")
     assert len(table) == 2 * 2 * 2  # (level, k) x split
     assert any(line.startswith("dense") for line in report.verdict)
+
+
+def test_data_of_unfixed_size_is_planned_at_the_size_the_driver_read():
+    """An image folder's size is known only once read: with iteration rewind points against rounds
+    in epochs, the plan needs it (iterations counted as epochs gave negative pair costs)."""
+    import dataclasses
+
+    from lth_ray.sweep.plan import dataset_key
+
+    spec = load_ablation(ROOT / "ablations" / "instability_fashion_lenet.yaml")
+    fixed = expand_trials(spec)
+    folder = [
+        dataclasses.replace(t, dataset=dataclasses.replace(t.dataset, name="image_folder"))
+        for t in fixed
+    ]
+    read = {dataset_key(folder[0].dataset): 55_000}  # Fashion-MNIST's 60K minus 5K validation
+    want = build_plan(fixed, instability=spec.analysis.instability)
+    got = build_plan(folder, instability=spec.analysis.instability, sizes=read)
+    assert (round(got.epochs), round(got.unshared_epochs)) == (517, 1_837)
+    assert (got.epochs, got.critical_path, got.images_per_epoch) == (
+        want.epochs,
+        want.critical_path,
+        55_000,
+    )
+    unread = build_plan(folder, instability=spec.analysis.instability)
+    assert unread.images_per_epoch is None  # nothing claims a size it was not given

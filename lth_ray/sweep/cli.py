@@ -168,16 +168,18 @@ def absolutize(trial: TrialConfig) -> TrialConfig:
     return t
 
 
-def check_data(trials: list[TrialConfig], file: str) -> None:
+def check_data(trials: list[TrialConfig], file: str) -> dict[str, int]:
     """Decode (and cache) each distinct dataset once in the driver: missing files fail here, trials
     hit the cache, and what depends on the data's size (a rewind point in iterations against a
-    round 0 in epochs) is checked for every trial before any starts."""
+    round 0 in epochs) is checked for every trial before any starts. Returns the training sets'
+    sizes (`plan.dataset_key` -> examples), which the plan needs for data of unfixed size."""
     from lth_ray.lottery.data import DatasetError, load_dataset
     from lth_ray.lottery.schedule import schedule_problem
+    from lth_ray.sweep.plan import dataset_key
 
     sizes: dict[str, int] = {}
     for t in trials:
-        key = repr(dataclasses.asdict(t.dataset))
+        key = dataset_key(t.dataset)
         if key not in sizes:
             try:
                 sizes[key] = len(load_dataset(t.dataset).train_x)
@@ -188,6 +190,7 @@ def check_data(trials: list[TrialConfig], file: str) -> None:
         problem = schedule_problem(t, sizes[key])
         if problem:
             raise ConfigError(file, problem[0], f"trial {t.key}: {problem[1]}")
+    return sizes
 
 
 def init_ray(args: argparse.Namespace) -> bool:
@@ -289,12 +292,15 @@ def run_sweep(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from lth_ray.sweep.plan import build_plan
 
-    plan = build_plan(
-        trials,
-        share=not args.no_share,
-        instability=spec.analysis.instability,
-        branch_from=spec.tune.branch_from,
-    )
+    def plan_of(sizes: dict[str, int]) -> Plan:
+        return build_plan(
+            trials,
+            share=not args.no_share,
+            instability=spec.analysis.instability,
+            branch_from=spec.tune.branch_from,
+            sizes=sizes,
+        )
+
     for note in sweep_notes(spec, trials):
         print(note)
     if args.dry_run:
@@ -305,12 +311,12 @@ def run_sweep(args: argparse.Namespace) -> int:
                 " would fetch it); the sweep reads it before any trial starts"
             )
         try:  # every check that needs no training: the data on disk is read (and cached) too
-            check_data([t for t in trials if not t.dataset.download], args.ablation)
+            sizes = check_data([t for t in trials if not t.dataset.download], args.ablation)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_CONFIG
         print(sweep_size(spec, trials))
-        print(plan.summary())
+        print(plan_of(sizes).summary())
         print(trial_table(trials))
         return EXIT_OK
 
@@ -321,7 +327,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     try:
         check_machine(spec, trials, args.ablation, local, args.num_cpus)
-        check_data(trials, args.ablation)
+        plan = plan_of(check_data(trials, args.ablation))
         check_storage(args.storage)
         check_tracking(tracking_uri)
     except (DatasetError, ConfigError) as e:

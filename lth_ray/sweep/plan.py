@@ -21,13 +21,14 @@ import copy
 import dataclasses
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lth_ray.config.feasible import train_size
 from lth_ray.config.grid import arm_kind, identity
 from lth_ray.lottery import schedule
-from lth_ray.specs import InstabilitySpec, TrialConfig
+from lth_ray.specs import DatasetSpec, InstabilitySpec, TrialConfig
 
 KINDS = ("trunk", "ticket", "one_shot", "control", "instability")
 
@@ -195,9 +196,23 @@ class Plan:
         )
 
 
-def round_epochs(t: TrialConfig) -> tuple[float, float]:
-    """(round 0, each later round) in epochs, at the training set's size where the config fixes it."""
-    return schedule.round_epochs(t, train_size(t.dataset))
+Sizes = Mapping[str, int]  # dataset_key -> training examples, as the driver read them
+
+
+def dataset_key(d: DatasetSpec) -> str:
+    return repr(dataclasses.asdict(d))
+
+
+def n_train(t: TrialConfig, sizes: Sizes | None = None) -> int | None:
+    """Training examples of `t`: as read (`sizes`), else where the config fixes them, else None
+    (an image folder before it is read)."""
+    known = None if sizes is None else sizes.get(dataset_key(t.dataset))
+    return known if known is not None else train_size(t.dataset)
+
+
+def round_epochs(t: TrialConfig, sizes: Sizes | None = None) -> tuple[float, float]:
+    """(round 0, each later round) in epochs, at the training set's size where it is known."""
+    return schedule.round_epochs(t, n_train(t, sizes))
 
 
 def trunk_key(t: TrialConfig) -> str:
@@ -220,16 +235,16 @@ def _iterative_of(t: TrialConfig) -> TrialConfig:
     return ticket
 
 
-def pair_epochs(t: TrialConfig, level: int, k: str) -> float:
+def pair_epochs(t: TrialConfig, level: int, k: str, sizes: Sizes | None = None) -> float:
     """An instability pair's planned epochs: two copies from step k to the end of their round."""
-    n_train = train_size(t.dataset)
+    n = n_train(t, sizes)
     total = schedule.parse_steps(t.train.initial if level == 0 else t.train.retrain)
-    k_epochs = schedule.steps_epochs(t, schedule.parse_steps(k), n_train)
-    return 2 * (schedule.steps_epochs(t, total, n_train) - k_epochs)
+    k_epochs = schedule.steps_epochs(t, schedule.parse_steps(k), n)
+    return 2 * (schedule.steps_epochs(t, total, n) - k_epochs)
 
 
 def instability_units(
-    trials: list[TrialConfig], spec: InstabilitySpec, share: bool
+    trials: list[TrialConfig], spec: InstabilitySpec, share: bool, sizes: Sizes | None = None
 ) -> tuple[list[Unit], float]:
     """Each noise pair of the analysis as a unit: the dense net (level 0) once per trunk, a level's
     mask once per ticket; a pair branches from its trunk's W_k and, past level 0, waits for that
@@ -255,9 +270,9 @@ def instability_units(
                     analysis = {"k": k, "level": level, "pair": pair, **settings}
                     if level:
                         analysis["ticket"] = t.key
-                    first, later = round_epochs(t)
-                    alone = pair_epochs(t, level, k) + first + level * later
-                    epochs = pair_epochs(t, level, k) if share else alone
+                    first, later = round_epochs(t, sizes)
+                    alone = pair_epochs(t, level, k, sizes) + first + level * later
+                    epochs = pair_epochs(t, level, k, sizes) if share else alone
                     unshared += alone
                     units.append(
                         Unit(
@@ -279,16 +294,18 @@ def build_plan(
     share: bool = True,
     instability: InstabilitySpec | None = None,
     branch_from: str = "level",
+    sizes: Sizes | None = None,
 ) -> Plan:
     """The sweep's units; with an instability analysis (its `at` not empty), its pairs too; the
     images of an epoch where every trial trains on the same number. `branch_from="whole"`: a
-    control waits for its ticket's last level rather than streaming one level behind it."""
+    control waits for its ticket's last level rather than streaming one level behind it. `sizes`:
+    the training sets' sizes as read, for data whose size the config does not fix."""
     if branch_from not in ("level", "whole"):
         raise ValueError(f"branch_from: expected 'level' or 'whole', got {branch_from!r}")
     analysis = instability if instability is not None and instability.at else None
-    plan = _trial_plan(trials, share, [] if analysis is None else analysis.at, branch_from)
+    plan = _trial_plan(trials, share, [] if analysis is None else analysis.at, branch_from, sizes)
     if analysis is not None:
-        pairs, unshared = instability_units(trials, analysis, share)
+        pairs, unshared = instability_units(trials, analysis, share, sizes)
         plan.units += pairs
         plan.unshared_epochs += unshared
     # tickets whose levels a control or a pair branches from publish them to the storage
@@ -299,23 +316,27 @@ def build_plan(
         dataclasses.replace(u, publish_masks=u.id in publishers) if u.kind == "ticket" else u
         for u in plan.units
     ]
-    sizes = {train_size(t.dataset) for t in trials}
+    counts = {n_train(t, sizes) for t in trials}
     return dataclasses.replace(
-        plan, images_per_epoch=sizes.pop() if len(sizes) == 1 else None, branch_from=branch_from
+        plan, images_per_epoch=counts.pop() if len(counts) == 1 else None, branch_from=branch_from
     )
 
 
 def _trial_plan(
-    trials: list[TrialConfig], share: bool, extra_rewinds: list[str], branch_from: str = "level"
+    trials: list[TrialConfig],
+    share: bool,
+    extra_rewinds: list[str],
+    branch_from: str = "level",
+    sizes: Sizes | None = None,
 ) -> Plan:
     unshared = 0.0
     for t in trials:
-        first, later = round_epochs(t)
+        first, later = round_epochs(t, sizes)
         unshared += first + t.prune.rounds * later * (2 if t.prune.control != "none" else 1)
     if not share:
         units = []
         for t in trials:
-            first, later = round_epochs(t)
+            first, later = round_epochs(t, sizes)
             mult = 2 if t.prune.control != "none" else 1
             kind = arm_kind(t)
             epochs = first + t.prune.rounds * later * mult
@@ -329,7 +350,7 @@ def _trial_plan(
     for tid, members in trunks.items():
         points = [m.prune.rewind for m in members] + list(extra_rewinds)
         rewinds = sorted({schedule.parse_rewind(p) for p in points} - {None})
-        first = round_epochs(members[0])[0]
+        first = round_epochs(members[0], sizes)[0]
         units.append(
             Unit(
                 tid,
@@ -342,7 +363,7 @@ def _trial_plan(
         )
     for t in trials:
         tid = trunk_key(t)
-        _, later = round_epochs(t)
+        _, later = round_epochs(t, sizes)
         masks_from, level_deps = None, ()
         if t.prune.control != "none":
             ticket_key = keys.get(identity(_ticket_of(t)))

@@ -31,6 +31,7 @@ SHIPPED = {
     "lmc_resnet20": 72,
     "renda_resnet20": 9,
     "instability_fashion_lenet": 5,
+    "instability_cifar_conv2": 5,
 }
 
 
@@ -48,6 +49,7 @@ EPOCHS = {
     "precision_study": (260, 260),
     "fashion_lenet": (2_475, 3_540),
     "instability_fashion_lenet": (517, 1_837),
+    "instability_cifar_conv2": (292, 652),
     "open_lth_resnet20": (5_865, 5_865),
     "open_lth_vgg16": (5_865, 5_865),
     "lmc_resnet20": (141_361, 246_699),

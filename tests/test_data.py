@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -513,3 +514,14 @@ def test_real_cifar10_jpeg_archive(tmp_path):
     assert (len(d.train_y), len(d.val_y), len(d.test_y)) == (45000, 5000, 10000)
     assert d.classes == CIFAR_NAMES and d.input_shape == (3, 32, 32)
     assert torch.bincount(d.test_y).tolist() == [1000] * 10
+
+
+def test_a_dry_run_reads_data_that_is_on_disk_even_where_download_is_on(tmp_path):
+    """Reading files already there downloads nothing, and the plan needs an image folder's size."""
+    from lth_ray.sweep.cli import on_disk
+
+    folder = DatasetSpec(name="image_folder", root=str(write_folder(tmp_path / "imgs")))
+    assert on_disk(dataclasses.replace(folder, download=True))
+    assert not on_disk(DatasetSpec(name="image_folder", root=str(tmp_path / "none")))
+    assert not on_disk(DatasetSpec(name="cifar10", root=str(tmp_path / "none"), download=True))
+    assert not on_disk(DatasetSpec(name="synthetic"))  # generated, no files: nothing to read ahead

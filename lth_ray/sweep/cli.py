@@ -31,7 +31,7 @@ from lth_ray.config.load import cli_overrides, load_ablation, plugins_of  # noqa
 from lth_ray.config.sweep_checks import sweep_notes  # noqa: E402
 from lth_ray.names import redact_argv, redact_uri, slug_problem  # noqa: E402
 from lth_ray.report.provenance import sweep_tags  # noqa: E402
-from lth_ray.specs import AblationSpec, TrialConfig  # noqa: E402
+from lth_ray.specs import AblationSpec, DatasetSpec, TrialConfig  # noqa: E402
 from lth_ray.sweep import local_ray  # noqa: E402
 from lth_ray.sweep.mps import HINT as MPS_HINT  # noqa: E402
 from lth_ray.sweep.mps import MpsError, mps_active, mps_daemon  # noqa: E402
@@ -166,6 +166,14 @@ def absolutize(trial: TrialConfig) -> TrialConfig:
     if t.dataset.cache_dir:
         t.dataset.cache_dir = str(Path(t.dataset.cache_dir).expanduser().resolve())
     return t
+
+
+def on_disk(d: DatasetSpec) -> bool:
+    """The dataset's files are there already (reading it downloads nothing)."""
+    from lth_ray.lottery.datasets import DATASETS
+
+    sources = getattr(DATASETS.get(d.name), "sources", None) if d.name in DATASETS else None
+    return sources is not None and sources(d) is not None
 
 
 def check_data(trials: list[TrialConfig], file: str) -> dict[str, int]:
@@ -304,14 +312,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     for note in sweep_notes(spec, trials):
         print(note)
     if args.dry_run:
-        fetched = [t for t in trials if t.dataset.download]
+        fetched = [t for t in trials if t.dataset.download and not on_disk(t.dataset)]
         if fetched:
             print(
                 f"note: --dry-run does not read {fetched[0].dataset.name} (dataset.download: true"
                 " would fetch it); the sweep reads it before any trial starts"
             )
         try:  # every check that needs no training: the data on disk is read (and cached) too
-            sizes = check_data([t for t in trials if not t.dataset.download], args.ablation)
+            skipped = {t.key for t in fetched}
+            sizes = check_data([t for t in trials if t.key not in skipped], args.ablation)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_CONFIG
